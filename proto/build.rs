@@ -1,0 +1,15 @@
+//! Generates the gRPC code from `proto/mobilenet/v1/inference.proto` with protox (pure Rust, no protoc),
+//! and writes the file descriptor set that the server's reflection service publishes.
+use std::{env, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/mobilenet/v1/inference.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = protox::compile([proto], ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("mobilenet_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

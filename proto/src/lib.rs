@@ -1,0 +1,12 @@
+//! The `mobilenet.v1` gRPC API, generated from `proto/mobilenet/v1/inference.proto`.
+//!
+//! Server and client both depend on this crate, so the wire types exist once.
+
+#![allow(clippy::all)]
+
+pub mod v1 {
+    tonic::include_proto!("mobilenet.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mobilenet_descriptor.bin"));
