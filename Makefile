@@ -12,7 +12,8 @@ MODEL_MIRROR ?= $(abspath $(ROOT)/../shared/models)
 MODEL_CACHE ?= $(HOME)/.cache/mobilenet-serve/models
 MODEL_REPOSITORY ?= $(ROOT)/models/repository
 TEST_IMAGES ?= $(abspath $(ROOT)/../shared/images)
-export MODEL_MIRROR MODEL_CACHE MODEL_REPOSITORY TEST_IMAGES
+CARGO_TARGET_DIR ?= $(ROOT)/target
+export MODEL_MIRROR MODEL_CACHE MODEL_REPOSITORY TEST_IMAGES CARGO_TARGET_DIR
 # The server loads ONNX Runtime from the onnxruntime wheel in the project's venv.
 ORT_DYLIB = $$($(PY) $(ROOT)/models/ort_dylib.py)
 
@@ -42,7 +43,7 @@ build:
 	cargo build --release --workspace
 
 run: models build
-	ORT_DYLIB_PATH=$(ORT_DYLIB) ./target/release/mobilenet-serve --model-repository $(MODEL_REPOSITORY)
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-serve --model-repository $(MODEL_REPOSITORY)
 
 test: models-test
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
