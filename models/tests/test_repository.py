@@ -1,0 +1,121 @@
+"""The prepared repository (make models) honours REPOSITORY.md and still computes what upstream computes.
+
+These recompute everything from model.onnx with ONNX Runtime (no cached verdicts), and include negative controls so
+the agreement rules are shown to be able to fail."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import verify
+
+
+@pytest.fixture(scope="module")
+def repo(settings):
+    index_path = settings.repository / "index.json"
+    assert index_path.is_file(), f"no prepared repository at {settings.repository}: run `make models` first"
+    return settings.repository, json.loads(index_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def ref(settings):
+    return verify.Reference(settings.images)
+
+
+def load(repo, name):
+    root, _ = repo
+    cfg = json.loads((root / name / "config.json").read_text())
+    labels = (root / name / "labels.txt").read_text(encoding="utf-8").splitlines()
+    return cfg, labels, verify.session(root / name / "model.onnx")
+
+
+def test_index_matches_manifest(repo, manifest):
+    _, index = repo
+    assert index["format"] == 1
+    assert index["variants"] == [v["name"] for v in manifest["variant"]]
+    assert index["defaults"] == {"classification": "mobilenet_v2_1.0_224", "detection": "ssd_mobilenet_v2_fpnlite_256",
+                                 "segmentation": "deeplabv3_mnv2_513"}
+
+
+def test_every_variant_follows_the_contract(repo):
+    root, index = repo
+    for name in index["variants"]:
+        d = root / name
+        assert sorted(p.name for p in d.iterdir()) == ["config.json", "labels.txt", "model.onnx"], name
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["name"] == name and cfg["model_file"] == "model.onnx" and cfg["labels_file"] == "labels.txt"
+        assert set(cfg["attributes"]) == {"width", "resolution", "precision", "parameters", "multiply_adds"}
+        assert cfg["attributes"]["parameters"] > 0 and cfg["attributes"]["multiply_adds"] > 0
+        model = onnx.load(str(d / "model.onnx"), load_external_data=False)
+        assert cfg["input"]["name"] == model.graph.input[0].name
+        for vi in list(model.graph.input) + list(model.graph.output):
+            assert vi.type.tensor_type.shape.dim[0].dim_param == "N", (name, vi.name)
+        outputs = {o.name for o in model.graph.output}
+        named = {k: v for k, v in cfg["output"].items() if k in ("scores", "boxes", "anchors", "map", "logits", "classes", "count")}
+        assert set(named.values()) <= outputs, (name, named, outputs)
+    assert not [p for p in root.iterdir() if p.name.startswith((".tmp-", ".old-"))], "half-written folders left"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224_int8", "mobilenet_v2_1.0_96",
+                                  "ssd_mobilenet_v2_fpnlite_256", "ssdlite_mobilenet_v2_person", "ssd_mobilenet_v1_300",
+                                  "deeplabv3_mnv2_513", "deeplabv3_mnv2_dm05_513", "deeplabv3_mnv2_257"])
+def test_batch_equals_single_runs(repo, ref, name):
+    cfg, _, sess = load(repo, name)
+    r = verify.check_batch(sess, cfg, ref)
+    assert r.ok, r.detail
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224", "mobilenet_v2_1.0_224_int8"])
+def test_classification_agrees_with_reference(repo, ref, name):
+    cfg, labels, sess = load(repo, name)
+    assert len(labels) == 1001 and labels[0] == "background"
+    r = verify.check_classification_reference(sess, cfg, ref, "classify_stretch")
+    assert r.ok, r.detail
+
+
+def test_detection_agrees_with_reference(repo, ref):
+    cfg, labels, sess = load(repo, "ssd_mobilenet_v2_fpnlite_256")
+    r = verify.check_detection_reference(sess, cfg, ref, labels)
+    assert r.ok, r.detail
+
+
+@pytest.mark.parametrize("name,key", [("deeplabv3_mnv2_513", "segment_513"), ("deeplabv3_mnv2_257", "segment_257")])
+def test_segmentation_agrees_with_reference(repo, ref, name, key):
+    cfg, labels, sess = load(repo, name)
+    assert len(labels) == 21
+    r = verify.check_segmentation_reference(sess, cfg, ref, key)
+    assert r.ok, r.detail
+
+
+def test_v1_labels_are_indexed_by_score_column(repo):
+    _, labels, _ = load(repo, "ssd_mobilenet_v1_300")
+    assert labels[0] == "background" and labels[1] == "person" and labels[18] == "dog" and len(labels) == 91
+
+
+def test_cost_of_224_is_close_to_paper(repo):
+    cfg, _, _ = load(repo, "mobilenet_v2_1.0_224")
+    a = cfg["attributes"]
+    assert abs(a["parameters"] - 3.4e6) / 3.4e6 < 0.05  # 1001-way classifier, BN folded
+    assert abs(a["multiply_adds"] - 300e6) / 300e6 < 0.01
+
+
+# ---- negative controls: the rules used above do reject wrong answers --------------------------------------------
+def test_top1_rule_rejects_wrong_class(ref):
+    entry = ref.data["cat.bmp"]["classify_stretch"]
+    assert verify.top1_agrees(entry[0]["index"], entry)
+    assert not verify.top1_agrees(1, entry)
+
+
+def test_detection_rule_rejects_shifted_box():
+    box = np.array([0.1, 0.1, 0.5, 0.5])
+    labels = ["background", "cat"]
+    assert verify.match_detections([(1, 0.9, box)], [("cat", 0.9, box.tolist())], labels) == []
+    assert verify.match_detections([(1, 0.9, box + 0.1)], [("cat", 0.9, box.tolist())], labels)
+    assert verify.match_detections([(0, 0.9, box)], [("cat", 0.9, box.tolist())], labels)
+
+
+def test_center_size_decoding():
+    o = {"box_coding": "center_size", "box_scales": [10.0, 10.0, 5.0, 5.0]}
+    anchors = np.array([[0.5, 0.5, 0.2, 0.4]])  # yc, xc, h, w
+    np.testing.assert_allclose(verify.decode_boxes(o, np.zeros((1, 4)), anchors), [[0.3, 0.4, 0.7, 0.6]])
