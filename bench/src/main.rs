@@ -1,0 +1,244 @@
+//! `mobilenet-bench`: how close the server comes to the bare pipeline on this machine.
+//!
+//! For each variant, in one run:
+//! 1. the bare pipeline in-process ([`bare`]), before any server runs, so that it has the machine to itself:
+//!    one image at a time (the single-image time), then decoding overlapped with inference at each batch
+//!    size (the best one is its throughput);
+//! 2. the server at saturation, closed loop over HTTP and over gRPC ([`load`]);
+//! 3. the server with one client, over both protocols.
+//!
+//! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
+//! flags from which the bare pipeline takes its intra-op threads. Prints a markdown report ([`report`]).
+
+mod bare;
+mod load;
+mod report;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mobilenet_client::{Client, Protocol};
+use mobilenet_serve::config::Config;
+use mobilenet_serve::engine;
+use mobilenet_serve::repository::Repository;
+
+use crate::report::{ModelReport, ServerRun};
+
+#[derive(Parser)]
+#[command(
+    name = "mobilenet-bench",
+    about = "mobilenet-serve against the bare decode + resize + ORT pipeline"
+)]
+struct Args {
+    /// Model repository written by `make models`.
+    #[arg(long, env = "MODEL_REPOSITORY", default_value = "models/repository")]
+    model_repository: PathBuf,
+    /// Folder of test images; every JPEG in it is used, in turn.
+    #[arg(long, env = "TEST_IMAGES", default_value = "../shared/images")]
+    images: PathBuf,
+    /// Variants to benchmark.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8,ssd_mobilenet_v2_fpnlite_256,deeplabv3_mnv2_513"
+    )]
+    models: Vec<String>,
+    /// Seconds measured per case (each server run, and each bare batch size gets half of it).
+    #[arg(long, default_value_t = 6.0)]
+    duration: f64,
+    /// Seconds of load before each server measurement starts counting.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Closed-loop clients at saturation.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Batch sizes tried for the bare pipeline (capped at the server's max batch size).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    batch_sizes: Vec<usize>,
+    /// The server binary to start.
+    #[arg(long, default_value = "target/release/mobilenet-serve")]
+    server_bin: PathBuf,
+    /// Extra server flag (repeatable), e.g. `--server-arg=--max-batch-size=4`; the bare pipeline reads its
+    /// intra-op threads from the same flags.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
+    /// Use a running server instead of starting one (both URLs needed; its flags must match --server-arg).
+    #[arg(long, requires = "grpc_url")]
+    http_url: Option<String>,
+    #[arg(long, requires = "http_url")]
+    grpc_url: Option<String>,
+    /// libonnxruntime.so for the bare pipeline (the server reads the same variable).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_dylib: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs_f64(args.duration);
+    let images = Arc::new(read_jpegs(&args.images)?);
+    let repository = Repository::load(&args.model_repository, &args.models).with_context(|| {
+        format!(
+            "model repository {} (run `make models`)",
+            args.model_repository.display()
+        )
+    })?;
+    // The server's own configuration, parsed from the flags it will be started with, decides the threads.
+    let config = Config::try_parse_from(
+        std::iter::once("mobilenet-serve".to_owned()).chain(args.server_arg.clone()),
+    )
+    .context("--server-arg")?;
+    eprintln!(
+        "{} images from {}, {} variants, {:.0} s per case",
+        images.len(),
+        args.images.display(),
+        args.models.len(),
+        args.duration
+    );
+
+    // 1. Bare, with the machine to itself.
+    let env = engine::environment(args.ort_dylib.as_deref())?;
+    let mut reports = Vec::new();
+    for variant in repository.variants {
+        let name = variant.config.name.clone();
+        let task = variant.config.task;
+        let knobs = config.knobs_for(&name)?;
+        eprintln!("bare {name}: intra-op threads {}", knobs.intra_op_threads);
+        let mut pipeline = bare::Bare::open(
+            &env,
+            variant,
+            knobs.intra_op_threads,
+            config.max_image_pixels,
+        )?;
+        let single = pipeline.measure_sequential(&images, duration / 2)?;
+        eprintln!(
+            "  one image at a time: p50 {:.1} ms",
+            single.per_batch.p50()
+        );
+        let mut runs = Vec::new();
+        for &b in args
+            .batch_sizes
+            .iter()
+            .filter(|&&b| b >= 1 && b <= knobs.max_batch_size)
+        {
+            let run =
+                pipeline.measure_pipelined(&images, b, config.decode_threads(), duration / 2)?;
+            eprintln!("  batch {b}: {:.1} img/s", run.images_per_s);
+            runs.push(run);
+        }
+        reports.push(ModelReport::new(
+            name,
+            task,
+            knobs.intra_op_threads,
+            config.decode_threads(),
+            single,
+            runs,
+        ));
+    }
+
+    // 2 and 3. The server, on a small runtime of its own so that the load generator stays light.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut server = match (&args.http_url, &args.grpc_url) {
+            (Some(h), Some(g)) => server::Server::external(h.clone(), g.clone()),
+            _ => server::Server::spawn(
+                &args.server_bin,
+                &args.model_repository,
+                &args.models,
+                &args.server_arg,
+            )?,
+        };
+        eprintln!(
+            "waiting for the server at {} / {}",
+            server.http_url, server.grpc_url
+        );
+        server.wait_ready(Duration::from_secs(300)).await?;
+        let http = Client::connect(Protocol::Http, Some(&server.http_url)).await?;
+        let grpc = Client::connect(Protocol::Grpc, Some(&server.grpc_url)).await?;
+        let warmup = Duration::from_secs_f64(args.warmup);
+        for report in &mut reports {
+            for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
+                let before = server.batch_totals(&report.model).await;
+                let run = load::closed_loop(
+                    client,
+                    report.task,
+                    &report.model,
+                    images.clone(),
+                    args.concurrency,
+                    warmup,
+                    duration,
+                )
+                .await;
+                let after = server.batch_totals(&report.model).await;
+                // Before the model's first batch its histogram is absent from /metrics: that is zero, not unknown.
+                let (s0, c0) = before.unwrap_or((0.0, 0.0));
+                let mean_batch = match after {
+                    Some((s1, c1)) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
+                    _ => None,
+                };
+                eprintln!(
+                    "  {} {protocol} x{}: {:.1} img/s",
+                    report.model, args.concurrency, run.images_per_s
+                );
+                report.saturated.push(ServerRun {
+                    protocol,
+                    run,
+                    mean_batch,
+                });
+            }
+            for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
+                let run = load::closed_loop(
+                    client,
+                    report.task,
+                    &report.model,
+                    images.clone(),
+                    1,
+                    warmup,
+                    duration,
+                )
+                .await;
+                eprintln!(
+                    "  {} {protocol} x1: p50 {:.1} ms",
+                    report.model,
+                    run.latency.p50()
+                );
+                report.single.push(ServerRun {
+                    protocol,
+                    run,
+                    mean_batch: None,
+                });
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    print!(
+        "{}",
+        report::markdown(&reports, args.concurrency, images.len())
+    );
+    Ok(())
+}
+
+/// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).
+fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+        })
+        .collect();
+    paths.sort();
+    anyhow::ensure!(!paths.is_empty(), "no JPEG images in {}", dir.display());
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect()
+}

@@ -1,0 +1,209 @@
+// k6 load test of one mobilenet-serve task over one protocol.
+//
+// Everything is chosen by environment variables, so the runner (../run.sh) can sweep tasks x protocols:
+//   TASK      classify | detect | segment                      (classify)
+//   PROTOCOL  http | grpc                                      (http)
+//   SCENARIO  constant | ramping | spike                       (constant)
+//   RATE      target requests/s (peak of ramping, base of spike); default per task, see RATES
+//   DURATION  seconds of the constant scenario, scales the others (15)
+//   IMAGES    comma-separated JPEG paths, sent in turn         (required)
+//   MODEL     variant name; empty lets the server route to the task's default
+//   HTTP_URL  (http://127.0.0.1:8080)   GRPC_ADDR (127.0.0.1:50051)
+//   P95_MS, P99_MS, MAX_ERROR_RATE    thresholds; defaults per task, see LIMITS
+//   SUMMARY_FILE   where handleSummary writes the JSON summary (summary.json)
+import http from 'k6/http';
+import grpc from 'k6/net/grpc';
+import encoding from 'k6/encoding';
+import { check } from 'k6';
+import { Rate, Counter } from 'k6/metrics';
+
+const TASK = __ENV.TASK || 'classify';
+const PROTOCOL = __ENV.PROTOCOL || 'http';
+const SCENARIO = __ENV.SCENARIO || 'constant';
+const HTTP_URL = __ENV.HTTP_URL || 'http://127.0.0.1:8080';
+const GRPC_ADDR = __ENV.GRPC_ADDR || '127.0.0.1:50051';
+const MODEL = __ENV.MODEL || '';
+const DURATION = parseInt(__ENV.DURATION || '15', 10);
+
+// Defaults sized for the 2-core reference machine: below saturation for the default variant of each task, so a
+// constant-rate run measures latency rather than queueing. Raise RATE to find the knee.
+const RATES = { classify: 20, detect: 8, segment: 2 };
+const LIMITS = {
+  classify: { p95: 300, p99: 600 },
+  detect: { p95: 600, p99: 1200 },
+  segment: { p95: 3000, p99: 5000 },
+};
+// Load is only ever sent to this machine's own server.
+const LOOPBACK = /^(http:\/\/)?(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/.*)?$/;
+if (!LOOPBACK.test(HTTP_URL) || !LOOPBACK.test(GRPC_ADDR)) {
+  throw new Error(`only loopback targets are allowed, got ${HTTP_URL} and ${GRPC_ADDR}`);
+}
+if (!(TASK in RATES)) throw new Error(`TASK must be classify, detect or segment, not ${TASK}`);
+if (PROTOCOL !== 'http' && PROTOCOL !== 'grpc') throw new Error(`PROTOCOL must be http or grpc, not ${PROTOCOL}`);
+const RATE = parseFloat(__ENV.RATE || RATES[TASK]);
+const P95 = parseFloat(__ENV.P95_MS || LIMITS[TASK].p95);
+const P99 = parseFloat(__ENV.P99_MS || LIMITS[TASK].p99);
+// Shedding under a spike is the server doing its job (429 / RESOURCE_EXHAUSTED), so spikes allow more errors.
+const MAX_ERROR_RATE = parseFloat(__ENV.MAX_ERROR_RATE || (SCENARIO === 'spike' ? '0.10' : '0.01'));
+
+if (!__ENV.IMAGES) throw new Error('IMAGES must list at least one JPEG (comma-separated paths)');
+const IMAGES = __ENV.IMAGES.split(',').map((path) => {
+  const bytes = open(path, 'b');
+  return { name: path.split('/').pop(), bytes, b64: encoding.b64encode(bytes) };
+});
+
+const errors = new Rate('inference_errors');
+const shed = new Rate('inference_shed');
+const images = new Counter('images');
+
+// gRPC: the proto is read from the repository (no reflection round trip per VU).
+const grpcClient = new grpc.Client();
+if (PROTOCOL === 'grpc') grpcClient.load(['../../proto/proto'], 'mobilenet/v1/inference.proto');
+
+function scenario() {
+  // Arrival-rate executors keep offering load when the server slows down (an open model), which is what exposes
+  // queueing; a VU pool sized for ~4 s of latency at the peak rate bounds the client's own memory.
+  const peak = SCENARIO === 'spike' ? RATE * 4 : RATE;
+  const vus = Math.max(4, Math.ceil(peak * 4));
+  const base = { preAllocatedVUs: Math.min(vus, 50), maxVUs: vus, timeUnit: '1s', gracefulStop: '5s' };
+  const d = DURATION;
+  switch (SCENARIO) {
+    case 'constant':
+      return { executor: 'constant-arrival-rate', rate: RATE, duration: `${d}s`, ...base };
+    case 'ramping':
+      return {
+        executor: 'ramping-arrival-rate',
+        startRate: 1,
+        stages: [
+          { target: RATE, duration: `${Math.ceil(d / 2)}s` },
+          { target: RATE, duration: `${Math.ceil(d / 2)}s` },
+          { target: 1, duration: `${Math.ceil(d / 4)}s` },
+        ],
+        ...base,
+      };
+    case 'spike':
+      return {
+        executor: 'ramping-arrival-rate',
+        startRate: RATE,
+        stages: [
+          { target: RATE, duration: `${Math.ceil(d / 3)}s` },
+          { target: RATE * 4, duration: '2s' },
+          { target: RATE * 4, duration: `${Math.ceil(d / 3)}s` },
+          { target: RATE, duration: '2s' },
+          { target: RATE, duration: `${Math.ceil(d / 3)}s` },
+        ],
+        ...base,
+      };
+    default:
+      throw new Error(`SCENARIO must be constant, ramping or spike, not ${SCENARIO}`);
+  }
+}
+
+const latency = PROTOCOL === 'http' ? 'http_req_duration' : 'grpc_req_duration';
+
+export const options = {
+  scenarios: { [SCENARIO]: scenario() },
+  thresholds: {
+    [latency]: [`p(95)<${P95}`, `p(99)<${P99}`],
+    inference_errors: [`rate<${MAX_ERROR_RATE}`],
+  },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'],
+};
+
+function httpCall(image) {
+  const params = new URLSearchParamsLite();
+  if (MODEL) params.add('model', MODEL);
+  if (TASK === 'segment') params.add('format', 'json');
+  const body = { image: http.file(image.bytes, image.name, 'image/jpeg') };
+  const res = http.post(`${HTTP_URL}/v1/${TASK}${params.toString()}`, body, { tags: { task: TASK } });
+  const ok = check(res, {
+    'status 200': (r) => r.status === 200,
+    'names its model': (r) => r.status !== 200 || (r.json('model') || '') !== '',
+  });
+  shed.add(res.status === 429 || res.status === 503);
+  return ok;
+}
+
+const METHODS = { classify: 'Classify', detect: 'Detect', segment: 'Segment' };
+
+// Each VU has its own JS runtime, so this is per VU: connect on its first iteration, then keep the connection.
+let connected = false;
+
+function grpcCall(image) {
+  if (!connected) {
+    grpcClient.connect(GRPC_ADDR, { plaintext: true, timeout: '5s', maxReceiveSize: 64 << 20 });
+    connected = true;
+  }
+  const request = { image: image.b64 };
+  if (MODEL) request.model = { model: MODEL };
+  const res = grpcClient.invoke(`mobilenet.v1.Inference/${METHODS[TASK]}`, request, { tags: { task: TASK } });
+  const ok = check(res, {
+    'status OK': (r) => r && r.status === grpc.StatusOK,
+    'names its model': (r) => !r || r.status !== grpc.StatusOK || (r.message && r.message.model !== ''),
+  });
+  shed.add(!!res && (res.status === grpc.StatusResourceExhausted || res.status === grpc.StatusUnavailable));
+  return ok;
+}
+
+// k6 has no URLSearchParams without a remote jslib; the runner targets 127.0.0.1 with no internet.
+class URLSearchParamsLite {
+  constructor() { this.pairs = []; }
+  add(k, v) { this.pairs.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`); }
+  toString() { return this.pairs.length ? `?${this.pairs.join('&')}` : ''; }
+}
+
+export default function () {
+  const image = IMAGES[(__VU + __ITER) % IMAGES.length];
+  let ok = false;
+  try {
+    ok = PROTOCOL === 'http' ? httpCall(image) : grpcCall(image);
+  } catch (e) {
+    // k6's gRPC client throws on connection failures; count them as errors and reconnect next time.
+    connected = false;
+    console.error(`${TASK}/${PROTOCOL}: ${e}`);
+  }
+  errors.add(!ok);
+  if (ok) images.add(1);
+}
+
+function metricValue(data, name, stat) {
+  const m = data.metrics[name];
+  return m && m.values && stat in m.values ? m.values[stat] : null;
+}
+
+// The JSON summary feeds the runner's markdown report; stdout gets the few figures a person reads first.
+export function handleSummary(data) {
+  const seconds = data.state.testRunDurationMs / 1000;
+  const summary = {
+    task: TASK,
+    protocol: PROTOCOL,
+    scenario: SCENARIO,
+    model: MODEL || '(default)',
+    target_rate: RATE,
+    duration_s: seconds,
+    requests: metricValue(data, 'iterations', 'count'),
+    ok_images: metricValue(data, 'images', 'count') || 0,
+    throughput_per_s: (metricValue(data, 'images', 'count') || 0) / seconds,
+    error_rate: metricValue(data, 'inference_errors', 'rate'),
+    shed_rate: metricValue(data, 'inference_shed', 'rate'),
+    dropped_iterations: metricValue(data, 'dropped_iterations', 'count') || 0,
+    latency_ms: {
+      p50: metricValue(data, latency, 'med'),
+      p95: metricValue(data, latency, 'p(95)'),
+      p99: metricValue(data, latency, 'p(99)'),
+      max: metricValue(data, latency, 'max'),
+    },
+    thresholds: { p95_ms: P95, p99_ms: P99, max_error_rate: MAX_ERROR_RATE },
+    thresholds_ok: Object.values(data.metrics).every((m) => !m.thresholds ||
+      Object.values(m.thresholds).every((t) => t.ok)),
+    k6: data.metrics,
+  };
+  const f = (v) => (v === null || v === undefined ? '-' : v.toFixed(1));
+  const line = `${TASK}/${PROTOCOL}/${SCENARIO}: ${f(summary.throughput_per_s)} img/s, p50 ${f(summary.latency_ms.p50)}` +
+    ` p95 ${f(summary.latency_ms.p95)} p99 ${f(summary.latency_ms.p99)} ms, errors ${f((summary.error_rate || 0) * 100)}%` +
+    `, thresholds ${summary.thresholds_ok ? 'passed' : 'FAILED'}\n`;
+  return {
+    stdout: line,
+    [__ENV.SUMMARY_FILE || 'summary.json']: JSON.stringify(summary, null, 2),
+  };
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# ARM64 check without ARM hardware: cross-compile the server for aarch64-unknown-linux-gnu, run it under
+# qemu-aarch64 (user-mode emulation) with ONNX Runtime from the aarch64 onnxruntime wheel, classify an image over
+# HTTP and gRPC, and compare the answers with the same server built for x86_64.
+#
+# What it takes (Debian packages and a rustup target, installed when missing):
+#   rust target aarch64-unknown-linux-gnu   `rustup target add` (needs the Rust distribution server)
+#   gcc-aarch64-linux-gnu                   the linker (CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER)
+#   libc6/libstdc++6/libgcc-s1-arm64-cross  the aarch64 runtime libraries, in /usr/aarch64-linux-gnu/lib
+#   qemu-user                               qemu-aarch64
+#   onnxruntime==<pinned> manylinux aarch64 `pip download --platform manylinux_2_28_aarch64`
+# A sysroot for `qemu-aarch64 -L` maps /lib to the cross libraries and holds an ARM /proc/cpuinfo: qemu 7.2 passes
+# the host's x86 /proc/cpuinfo through, which ONNX Runtime's cpuinfo cannot parse as an ARM one (see README).
+# Only a small model set is served (ARM64_MODELS), since emulation is some 10-50x slower than native.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+TRIPLE=aarch64-unknown-linux-gnu
+MODELS="${ARM64_MODELS:-mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8}"
+MODEL_REPOSITORY="${MODEL_REPOSITORY:-$ROOT/models/repository}"
+TEST_IMAGES="${TEST_IMAGES:-$ROOT/../shared/images}"
+IMAGE_FILE="${ARM64_IMAGE_FILE:-$TEST_IMAGES/grace_hopper.bmp}"
+TARGET_DIR="${ARM64_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}}"
+CACHE="${ARM64_CACHE:-$HOME/.cache/mobilenet-serve/arm64}"
+READY_TIMEOUT="${ARM64_READY_TIMEOUT:-600}"
+X86_HTTP=127.0.0.1:${ARM64_X86_HTTP_PORT:-18180} X86_GRPC=127.0.0.1:${ARM64_X86_GRPC_PORT:-15151}
+ARM_HTTP=127.0.0.1:${ARM64_HTTP_PORT:-18280} ARM_GRPC=127.0.0.1:${ARM64_GRPC_PORT:-15251}
+OUT="$TARGET_DIR/arm64-check"
+mkdir -p "$OUT" "$CACHE"
+
+t0=$SECONDS
+log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+
+# --- tools -------------------------------------------------------------------------------------------------------
+log "tools"
+need=()
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+[[ -e /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ]] || need+=(libstdc++6-arm64-cross)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx "$TRIPLE" || rustup target add "$TRIPLE"
+qemu-aarch64 --version | head -n1
+
+# --- builds ------------------------------------------------------------------------------------------------------
+log "cargo build: x86_64 server and client, $TRIPLE server"
+s=$SECONDS
+cargo build --release --locked --quiet -p mobilenet-serve -p mobilenet-client
+X86_SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-serve"
+CLIENT="${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-client"
+CARGO_TARGET_DIR="$TARGET_DIR" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+  cargo build --release --locked --quiet -p mobilenet-serve --target "$TRIPLE"
+ARM_SERVER="$TARGET_DIR/$TRIPLE/release/mobilenet-serve"
+file -b "$ARM_SERVER" 2>/dev/null | cut -d, -f1-2 || true
+log "builds: $((SECONDS - s)) s"
+
+# --- ONNX Runtime for both architectures -------------------------------------------------------------------------
+ORT_VERSION="$(sed -n 's/^onnxruntime==//p' models/requirements.txt)"
+X86_ORT="$("$ROOT/.venv/bin/python" models/ort_dylib.py)"
+ARM_ORT="$CACHE/ort-$ORT_VERSION/libonnxruntime.so"
+if [[ ! -e "$ARM_ORT" ]]; then
+  log "onnxruntime $ORT_VERSION aarch64 wheel"
+  "$ROOT/.venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 "onnxruntime==$ORT_VERSION" -d "$CACHE/wheels"
+  "$ROOT/.venv/bin/python" deploy/docker/extract_ort.py \
+    "$(ls "$CACHE"/wheels/onnxruntime-"$ORT_VERSION"-*aarch64*.whl | head -n1)" "$CACHE/ort-$ORT_VERSION"
+fi
+
+# --- sysroot for qemu -L -----------------------------------------------------------------------------------------
+# qemu-user looks every absolute path up under the -L prefix first: /lib/ld-linux-aarch64.so.1 and the libraries
+# resolve to the cross packages, and /proc/cpuinfo to an ARM one (two Neoverse-N1 cores).
+SYSROOT="$CACHE/sysroot"
+mkdir -p "$SYSROOT/proc"
+ln -sfn /usr/aarch64-linux-gnu/lib "$SYSROOT/lib"
+ln -sfn /usr/aarch64-linux-gnu/lib "$SYSROOT/lib64"
+: >"$SYSROOT/proc/cpuinfo"
+for cpu in 0 1; do
+  cat >>"$SYSROOT/proc/cpuinfo" <<EOF
+processor	: $cpu
+BogoMIPS	: 50.00
+Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
+CPU implementer	: 0x41
+CPU architecture: 8
+CPU variant	: 0x3
+CPU part	: 0xd0c
+CPU revision	: 1
+
+EOF
+done
+
+# --- run both ----------------------------------------------------------------------------------------------------
+start() {  # name http grpc command...
+  local name="$1" http="$2" grpc="$3"; shift 3
+  MODELS="$MODELS" MODEL_REPOSITORY="$MODEL_REPOSITORY" HTTP_ADDR="$http" GRPC_ADDR="$grpc" LOG_FORMAT=text \
+    "$@" >"$OUT/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+wait_ready() {  # name http pid
+  for _ in $(seq "$READY_TIMEOUT"); do
+    curl -fsS -o /dev/null "http://$2/readyz" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { tail -20 "$OUT/$1.log"; die "$1 server exited"; }
+    sleep 1
+  done
+  tail -20 "$OUT/$1.log"; die "$1 server not ready after ${READY_TIMEOUT}s"
+}
+log "starting the x86_64 server and the aarch64 server under qemu-aarch64 (models: $MODELS)"
+start x86_64 "$X86_HTTP" "$X86_GRPC" env ORT_DYLIB_PATH="$X86_ORT" "$X86_SERVER"
+x86_pid=${PIDS[-1]}
+s=$SECONDS
+start aarch64 "$ARM_HTTP" "$ARM_GRPC" env ORT_DYLIB_PATH="$ARM_ORT" qemu-aarch64 -L "$SYSROOT" "$ARM_SERVER"
+arm_pid=${PIDS[-1]}
+wait_ready x86_64 "$X86_HTTP" "$x86_pid"
+wait_ready aarch64 "$ARM_HTTP" "$arm_pid"
+log "aarch64 server ready under emulation after $((SECONDS - s)) s"
+
+# --- compare -----------------------------------------------------------------------------------------------------
+answers=()
+for model in ${MODELS//,/ }; do
+  for target in "x86_64 $X86_HTTP $X86_GRPC" "aarch64 $ARM_HTTP $ARM_GRPC"; do
+    read -r name http grpc <<<"$target"
+    curl -fsS -F "image=@$IMAGE_FILE" "http://$http/v1/classify?model=$model&top_k=5" >"$OUT/$model.$name.http.json"
+    "$CLIENT" --protocol grpc --server "http://$grpc" --output json classify --model "$model" --top-k 5 \
+      "$IMAGE_FILE" >"$OUT/$model.$name.grpc.json"
+    answers+=("$OUT/$model.$name.http.json" "$OUT/$model.$name.grpc.json")
+  done
+done
+"$ROOT/.venv/bin/python" - "${answers[@]}" <<'EOF'
+import json, sys
+# Scores may differ in the last digits between the x86_64 and aarch64 kernels; the classes may not.
+TOLERANCE = 0.01
+def classes(path):
+    doc = json.load(open(path))
+    if isinstance(doc, list):
+        doc = doc[0]["result"]
+    return doc["model"], [(c["index"], c["label"], c["score"]) for c in doc["classes"]]
+bad = 0
+paths = sys.argv[1:]
+for i in range(0, len(paths), 4):
+    group = [classes(p) for p in paths[i:i + 4]]
+    names = ["x86_64 http", "x86_64 grpc", "aarch64 http", "aarch64 grpc"]
+    model, ref = group[0]
+    for name, (m, got) in zip(names, group):
+        same = [a[0] for a in got] == [a[0] for a in ref]
+        diff = max(abs(a[2] - b[2]) for a, b in zip(got, ref))
+        ok = m == model and same and diff <= TOLERANCE
+        bad |= not ok
+        top = got[0]
+        print(f"  {model:28} {name:13} top-1 {top[0]:4} {top[1]:24} {top[2]:.4f}  "
+              f"max |score diff| vs x86_64 http {diff:.2e}  {'ok' if ok else 'MISMATCH'}")
+sys.exit(bad)
+EOF
+log "arm64-check: passed (aarch64 answers match x86_64 over HTTP and gRPC)"

@@ -1,0 +1,229 @@
+//! The per-model queue: bounded admission at the edge, and an actor task that forms batches.
+//!
+//! A request first takes a semaphore permit ([`Batcher::try_admit`]); if none is free it is refused at once
+//! (429 / RESOURCE_EXHAUSTED) instead of queueing without bound. The permit travels with the job and is
+//! released when the job is answered or dropped, so the capacity counts queued *and* running requests. The
+//! actor owns the waiting jobs, asks [`BatchPolicy`] what to do, skips cancelled and expired jobs, and sends
+//! closed batches to the model threads over a bounded channel.
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
+use crate::{
+    error::{Error, Result},
+    imaging::InputData,
+    metrics,
+    postprocess::{Decoded, TaskOptions},
+};
+
+/// One admitted request waiting for (or in) a batch.
+pub struct Job {
+    pub input: InputData,
+    pub options: TaskOptions,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<JobOutput>>,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    /// Why this job should not run now, if it should not.
+    pub fn skip_reason(&self, now: Instant) -> Option<DropReason> {
+        skip_reason(self.reply.is_closed(), self.deadline, now)
+    }
+
+    /// Answers a job that will not run; the client, if still there, learns why.
+    pub fn drop_with(self, model: &str, reason: DropReason) {
+        metrics::record_dropped(model, reason.as_str(), 1);
+        let _ = self.reply.send(Err(Error::DeadlineExceeded));
+    }
+}
+
+/// What the model thread returns for one job.
+#[derive(Debug)]
+pub struct JobOutput {
+    pub decoded: Decoded,
+    pub queue: Duration,
+    pub inference: Duration,
+    pub postprocess: Duration,
+    pub batch_size: usize,
+}
+
+pub struct Batch {
+    pub jobs: Vec<Job>,
+}
+
+/// Shared between the actor and the model threads: how many batches are handed over and not finished.
+pub struct ModelLoad {
+    pub instances: usize,
+    in_flight: AtomicUsize,
+    finished: Notify,
+}
+
+impl ModelLoad {
+    pub fn new(instances: usize) -> Arc<ModelLoad> {
+        Arc::new(ModelLoad {
+            instances,
+            in_flight: AtomicUsize::new(0),
+            finished: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> ModelState {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        // At most one batch waits in the channel behind the busy instances: it is ready the moment one frees
+        // up, while prefetching more would only take requests away from batches that could still grow.
+        ModelState {
+            idle: in_flight < self.instances,
+            can_accept: in_flight <= self.instances,
+        }
+    }
+
+    /// Called by a model thread when it has answered a batch.
+    pub fn batch_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.finished.notify_one();
+    }
+}
+
+/// Handle to one model's queue; cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    model: Arc<str>,
+    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the actor on the current runtime; batches go out on `dispatch`.
+    pub fn start(
+        model: &str,
+        policy: BatchPolicy,
+        capacity: usize,
+        load: Arc<ModelLoad>,
+        dispatch: mpsc::Sender<Batch>,
+    ) -> Batcher {
+        // The permits bound the channel's occupancy, so a send on it never waits.
+        let (jobs, rx) = mpsc::channel(capacity);
+        tokio::spawn(actor(model.into(), policy, rx, load, dispatch));
+        Batcher {
+            model: model.into(),
+            permits: Arc::new(Semaphore::new(capacity)),
+            jobs,
+        }
+    }
+
+    /// Takes a place in the queue, or refuses at once when the model is at capacity.
+    pub fn try_admit(&self) -> Result<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            metrics::record_rejected(&self.model, "queue_full");
+            Error::QueueFull {
+                model: self.model.to_string(),
+            }
+        })
+    }
+
+    /// Queues an admitted request and waits for its answer.
+    pub async fn submit(
+        &self,
+        permit: OwnedSemaphorePermit,
+        input: InputData,
+        options: TaskOptions,
+        deadline: Option<Instant>,
+    ) -> Result<JobOutput> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            input,
+            options,
+            deadline,
+            enqueued: Instant::now(),
+            reply,
+            _permit: permit,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::internal("batcher stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("model thread dropped a request"))?
+    }
+}
+
+async fn actor(
+    model: Arc<str>,
+    policy: BatchPolicy,
+    mut rx: mpsc::Receiver<Job>,
+    load: Arc<ModelLoad>,
+    dispatch: mpsc::Sender<Batch>,
+) {
+    let mut queue: VecDeque<Job> = VecDeque::new();
+    let mut open = true;
+    loop {
+        while let Ok(job) = rx.try_recv() {
+            queue.push_back(job);
+        }
+        let now = Instant::now();
+        prune(&model, &mut queue, now);
+        metrics::set_queue_depth(&model, queue.len());
+        if !open && queue.is_empty() {
+            break;
+        }
+        let oldest = queue.front().map(|j| j.enqueued);
+        let decision = policy.decide(queue.len(), oldest, load.state(), now);
+        match decision {
+            Decision::Close(n) => {
+                let jobs: Vec<Job> = queue.drain(..n).collect();
+                load.in_flight.fetch_add(1, Ordering::AcqRel);
+                if dispatch.send(Batch { jobs }).await.is_err() {
+                    tracing::error!(%model, "model threads stopped; failing the queue");
+                    break;
+                }
+            }
+            Decision::Idle if open => match rx.recv().await {
+                Some(job) => queue.push_back(job),
+                None => open = false,
+            },
+            Decision::Idle => break,
+            Decision::WaitForModel | Decision::WaitUntil(_) => {
+                let until = match decision {
+                    Decision::WaitUntil(t) => t,
+                    // Bounded wait: re-check cancellations and deadlines regularly while the model is busy.
+                    _ => now + Duration::from_millis(50),
+                };
+                tokio::select! {
+                    job = rx.recv(), if open => match job {
+                        Some(job) => queue.push_back(job),
+                        None => open = false,
+                    },
+                    _ = load.finished.notified() => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+        }
+    }
+    metrics::set_queue_depth(&model, 0);
+}
+
+/// Removes jobs that should not run, counting them.
+fn prune(model: &str, queue: &mut VecDeque<Job>, now: Instant) {
+    if queue.iter().all(|j| j.skip_reason(now).is_none()) {
+        return;
+    }
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for job in queue.drain(..) {
+        match job.skip_reason(now) {
+            Some(reason) => job.drop_with(model, reason),
+            None => kept.push_back(job),
+        }
+    }
+    *queue = kept;
+}

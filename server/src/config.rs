@@ -1,0 +1,200 @@
+//! All configuration, from flags or environment variables (clap). Every field documents why it exists.
+//! Per-model batching knobs have global defaults sized from the CPUs this process may use, and can be
+//! overridden per variant with `--model-override`.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mobilenet-serve",
+    version,
+    about = "Serve the MobileNetV2 family over HTTP and gRPC"
+)]
+pub struct Config {
+    /// Address for the HTTP/JSON API, health probes and /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address for the gRPC API (with health and reflection services).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Folder written by `make models` (index.json plus one folder per variant).
+    #[arg(long, env = "MODEL_REPOSITORY", default_value = "models/repository")]
+    pub model_repository: PathBuf,
+
+    /// Serve only these variants (comma-separated); empty serves every variant of the index. Saves memory and
+    /// start-up time when only some are needed.
+    #[arg(long, env = "MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+
+    /// Path to libonnxruntime.so: ONNX Runtime is loaded at run time from the project's own install rather
+    /// than linked, so the server binary does not embed a particular build.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+
+    /// Default classification variant, overriding index.json.
+    #[arg(long, env = "DEFAULT_CLASSIFICATION")]
+    pub default_classification: Option<String>,
+
+    /// Default detection variant, overriding index.json.
+    #[arg(long, env = "DEFAULT_DETECTION")]
+    pub default_detection: Option<String>,
+
+    /// Default segmentation variant, overriding index.json.
+    #[arg(long, env = "DEFAULT_SEGMENTATION")]
+    pub default_segmentation: Option<String>,
+
+    /// Largest batch the batcher forms. Larger batches raise throughput under load at some latency cost.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+
+    /// How long (ms) a batch may wait for more requests after its first one while the model is busy. An idle
+    /// model runs a lone request at once, so this only adds latency under load.
+    #[arg(long, env = "MAX_QUEUE_DELAY_MS", default_value_t = 5)]
+    pub max_queue_delay_ms: u64,
+
+    /// Requests admitted per model (queued or running) before answering 429 / RESOURCE_EXHAUSTED; bounds
+    /// memory and latency under overload.
+    #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 128)]
+    pub queue_capacity: usize,
+
+    /// ONNX Runtime sessions per model, each on its own thread. Default: 1.
+    #[arg(long, env = "INSTANCES")]
+    pub instances: Option<usize>,
+
+    /// ONNX Runtime intra-op threads per session. Default: the CPUs available divided by the instances, so
+    /// that a busy model uses the whole allowance without oversubscribing.
+    #[arg(long, env = "INTRA_OP_THREADS")]
+    pub intra_op_threads: Option<usize>,
+
+    /// Per-variant overrides, e.g. `mobilenet_v2_1.0_224:max_batch_size=16,instances=2`. Keys: max_batch_size,
+    /// max_queue_delay_ms, queue_capacity, instances, intra_op_threads. Repeat the flag, or separate with `;`.
+    #[arg(long, env = "MODEL_OVERRIDES", value_delimiter = ';')]
+    pub model_override: Vec<String>,
+
+    /// Threads decoding and resizing images, off the async reactor. Default: the CPUs available.
+    #[arg(long, env = "DECODE_THREADS")]
+    pub decode_threads: Option<usize>,
+
+    /// Largest decoded image (width x height) accepted; guards against decompression bombs. Checked from the
+    /// image header before decoding.
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Largest request body in bytes (HTTP and gRPC messages).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// After SIGTERM/SIGINT, how long (s) to keep answering accepted requests before exiting anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// Log format: human-readable text or one JSON object per line for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Batching and session knobs for one model, after defaults and overrides are applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelKnobs {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub queue_capacity: usize,
+    pub instances: usize,
+    pub intra_op_threads: usize,
+}
+
+impl Config {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    pub fn decode_threads(&self) -> usize {
+        self.decode_threads
+            .unwrap_or_else(crate::cpus::available)
+            .max(1)
+    }
+
+    /// The knobs for `variant`: global values, CPU-sized defaults, then that variant's overrides.
+    pub fn knobs_for(&self, variant: &str) -> anyhow::Result<ModelKnobs> {
+        let cpus = crate::cpus::available();
+        let mut instances = self.instances;
+        let mut intra = self.intra_op_threads;
+        let mut knobs = ModelKnobs {
+            max_batch_size: self.max_batch_size,
+            max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
+            queue_capacity: self.queue_capacity,
+            instances: 1,
+            intra_op_threads: 1,
+        };
+        for spec in &self.model_override {
+            let Some((name, settings)) = spec.split_once(':') else {
+                anyhow::bail!("--model-override {spec:?}: expected VARIANT:KEY=VALUE[,KEY=VALUE]");
+            };
+            if name.trim() != variant {
+                continue;
+            }
+            for setting in settings.split(',').filter(|s| !s.trim().is_empty()) {
+                let (key, value) = setting.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--model-override {spec:?}: {setting:?} is not KEY=VALUE")
+                })?;
+                let value: u64 = value.trim().parse()?;
+                match key.trim() {
+                    "max_batch_size" => knobs.max_batch_size = value as usize,
+                    "max_queue_delay_ms" => knobs.max_queue_delay = Duration::from_millis(value),
+                    "queue_capacity" => knobs.queue_capacity = value as usize,
+                    "instances" => instances = Some(value as usize),
+                    "intra_op_threads" => intra = Some(value as usize),
+                    other => anyhow::bail!("--model-override: unknown key {other:?}"),
+                }
+            }
+        }
+        knobs.instances = instances.unwrap_or(1).max(1);
+        knobs.intra_op_threads = intra.unwrap_or((cpus / knobs.instances).max(1)).max(1);
+        anyhow::ensure!(
+            knobs.max_batch_size >= 1,
+            "{variant}: max_batch_size must be at least 1"
+        );
+        anyhow::ensure!(
+            knobs.queue_capacity >= 1,
+            "{variant}: queue_capacity must be at least 1"
+        );
+        Ok(knobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_to_their_variant_only() {
+        let config = Config::parse_from([
+            "x",
+            "--max-batch-size",
+            "4",
+            "--model-override",
+            "a:max_batch_size=16,instances=2,intra_op_threads=1",
+        ]);
+        let a = config.knobs_for("a").unwrap();
+        assert_eq!(
+            (a.max_batch_size, a.instances, a.intra_op_threads),
+            (16, 2, 1)
+        );
+        assert_eq!(config.knobs_for("b").unwrap().max_batch_size, 4);
+    }
+
+    #[test]
+    fn bad_override_is_an_error() {
+        let config = Config::parse_from(["x", "--model-override", "a:bogus=1"]);
+        assert!(config.knobs_for("a").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! One session instance: the thread loop, batch tensor assembly, the run, and the per-request split.
+//! `build_session`, `run_session` and `collect_rows` are public so that the benchmark's bare pipeline runs
+//! exactly the code the server runs.
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use ort::{
+    environment::Environment,
+    session::{Session, SessionOutputs, builder::GraphOptimizationLevel},
+    value::{DynValue, TensorRef},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    batching::{Batch, Job, JobOutput, ModelLoad},
+    error::Error,
+    imaging::InputData,
+    metrics,
+    postprocess::{self, Row, TaskOptions, Values},
+    repository::{InputDtype, Layout, OutputSpec, Task, Variant},
+};
+
+pub struct Context {
+    pub env: Environment,
+    pub variant: Arc<Variant>,
+    pub intra_op_threads: usize,
+    pub max_batch_size: usize,
+    pub batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
+    pub load: Arc<ModelLoad>,
+}
+
+/// Thread body: build and warm the session, report readiness, then serve until the queue closes.
+pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>) {
+    let name = ctx.variant.config.name.clone();
+    let mut session = match build_session(&ctx).and_then(|mut s| warm_up(&mut s, &ctx).map(|_| s)) {
+        Ok(session) => session,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    loop {
+        // Holding the lock while waiting is fine: the other instances have nothing to do either.
+        let next = ctx
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocking_recv();
+        let Some(batch) = next else { break };
+        run_batch(&mut session, &ctx.variant, batch);
+        ctx.load.batch_done();
+    }
+    tracing::debug!(model = %name, "model thread stopped");
+}
+
+pub fn build_session(ctx: &Context) -> anyhow::Result<Session> {
+    let e = |e: ort::Error| anyhow::anyhow!("{}: {e}", ctx.variant.config.name);
+    let session = Session::builder(&ctx.env)
+        .map_err(e)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|err| e(err.into()))?
+        .with_intra_threads(ctx.intra_op_threads)
+        .map_err(|err| e(err.into()))?
+        .with_inter_threads(1)
+        .map_err(|err| e(err.into()))?
+        // Spinning workers would steal the cores that image decoding needs between batches.
+        .with_intra_op_spinning(false)
+        .map_err(|err| e(err.into()))?
+        .commit_from_file(&ctx.variant.model_path)
+        .map_err(e)?;
+    Ok(session)
+}
+
+/// Runs a zeroed image through the whole path once, so the first real request is not the slow one and a
+/// broken config.json (wrong output names or shapes) fails at load instead of at the first request.
+fn warm_up(session: &mut Session, ctx: &Context) -> anyhow::Result<()> {
+    let input = &ctx.variant.config.input;
+    let len = (input.width * input.height * 3) as usize;
+    let data = match input.dtype {
+        InputDtype::Uint8 => InputData::U8(vec![0; len]),
+        InputDtype::Float32 => InputData::F32(vec![0.0; len]),
+    };
+    let options = match ctx.variant.config.task {
+        Task::Classification => TaskOptions::Classify { top_k: 1 },
+        Task::Detection => TaskOptions::Detect {
+            score_threshold: 0.5,
+            iou_threshold: 0.5,
+            max_detections: 1,
+        },
+        Task::Segmentation => TaskOptions::Segment,
+    };
+    let inputs = [&data];
+    let name = &ctx.variant.config.name;
+    let outputs = run_session(session, &ctx.variant, &inputs)
+        .map_err(|e| anyhow::anyhow!("{name}: warm-up: {e}"))?;
+    let rows = collect_rows(&outputs, &ctx.variant.config.output, 1)
+        .map_err(|e| anyhow::anyhow!("{name}: warm-up: {e}"))?;
+    postprocess::decode(
+        &ctx.variant.config.output,
+        &ctx.variant.labels,
+        &rows[0],
+        options,
+    )
+    .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
+    let _ = ctx.max_batch_size;
+    Ok(())
+}
+
+fn run_batch(session: &mut Session, variant: &Variant, batch: Batch) {
+    let model = variant.config.name.as_str();
+    let start = Instant::now();
+    // Last look before spending CPU on them: drop jobs whose client left or whose deadline passed.
+    let mut jobs: Vec<Job> = Vec::with_capacity(batch.jobs.len());
+    for job in batch.jobs {
+        match job.skip_reason(start) {
+            Some(reason) => job.drop_with(model, reason),
+            None => jobs.push(job),
+        }
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    metrics::record_batch(model, jobs.len());
+    let inputs: Vec<&InputData> = jobs.iter().map(|j| &j.input).collect();
+    let result = run_session(session, variant, &inputs);
+    let inference = start.elapsed();
+    let outputs = match result {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            tracing::error!(%model, error = %e, "inference failed");
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err(Error::internal(format!("inference failed: {e}"))));
+            }
+            return;
+        }
+    };
+    let batch_size = jobs.len();
+    let rows = match collect_rows(&outputs, &variant.config.output, batch_size) {
+        Ok(rows) => rows,
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(Error::internal(e.clone())));
+            }
+            return;
+        }
+    };
+    for (job, row) in jobs.into_iter().zip(rows) {
+        let post_start = Instant::now();
+        let decoded =
+            postprocess::decode(&variant.config.output, &variant.labels, &row, job.options);
+        let output = decoded.map(|decoded| JobOutput {
+            decoded,
+            queue: start.saturating_duration_since(job.enqueued),
+            inference,
+            postprocess: post_start.elapsed(),
+            batch_size,
+        });
+        // The client may have gone meanwhile; that is not an error here.
+        let _ = job.reply.send(output);
+    }
+}
+
+/// Builds the batch tensor and runs the session. A single request is fed from its own buffer without a copy.
+pub fn run_session<'s>(
+    session: &'s mut Session,
+    variant: &Variant,
+    inputs: &[&InputData],
+) -> Result<SessionOutputs<'s>, String> {
+    let spec = &variant.config.input;
+    let n = inputs.len();
+    let (h, w) = (spec.height as usize, spec.width as usize);
+    let shape = match spec.layout {
+        Layout::Nhwc => [n, h, w, 3],
+        Layout::Nchw => [n, 3, h, w],
+    };
+    let per_image = h * w * 3;
+    if inputs.iter().any(|i| i.len() != per_image) {
+        return Err("input size does not match the model".into());
+    }
+    let name = spec.name.as_str();
+    let err = |e: ort::Error| e.to_string();
+    match spec.dtype {
+        InputDtype::Uint8 => {
+            let joined;
+            let data: &[u8] = match inputs {
+                [InputData::U8(one)] => one,
+                _ => {
+                    joined = concat(inputs, |i| {
+                        if let InputData::U8(v) = i {
+                            Some(&v[..])
+                        } else {
+                            None
+                        }
+                    })?;
+                    &joined
+                }
+            };
+            let tensor = TensorRef::from_array_view((shape, data)).map_err(err)?;
+            session.run(ort::inputs![name => tensor]).map_err(err)
+        }
+        InputDtype::Float32 => {
+            let joined;
+            let data: &[f32] = match inputs {
+                [InputData::F32(one)] => one,
+                _ => {
+                    joined = concat(inputs, |i| {
+                        if let InputData::F32(v) = i {
+                            Some(&v[..])
+                        } else {
+                            None
+                        }
+                    })?;
+                    &joined
+                }
+            };
+            let tensor = TensorRef::from_array_view((shape, data)).map_err(err)?;
+            session.run(ort::inputs![name => tensor]).map_err(err)
+        }
+    }
+}
+
+fn concat<'a, T: Copy + 'a>(
+    inputs: &[&'a InputData],
+    get: impl Fn(&'a InputData) -> Option<&'a [T]>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::with_capacity(inputs.iter().map(|i| i.len()).sum());
+    for input in inputs {
+        out.extend_from_slice(get(input).ok_or("input dtype does not match the model")?);
+    }
+    Ok(out)
+}
+
+/// Per request, its rows of every output named by the spec (in spec order).
+pub fn collect_rows<'o>(
+    outputs: &'o SessionOutputs<'_>,
+    spec: &OutputSpec,
+    batch: usize,
+) -> Result<Vec<Vec<Row<'o>>>, String> {
+    let mut per_output = Vec::new();
+    for name in spec.output_names() {
+        let value = outputs
+            .get(name)
+            .ok_or_else(|| format!("model has no output {name:?}"))?;
+        per_output.push(
+            tensor_view(value).ok_or_else(|| format!("output {name:?} has an unsupported type"))?,
+        );
+    }
+    Ok((0..batch)
+        .map(|i| {
+            per_output
+                .iter()
+                .map(|(shape, values)| {
+                    // A leading dimension of 1 with a larger batch is a broadcast (e.g. constant anchors).
+                    let rows = shape.first().copied().unwrap_or(1).max(1) as usize;
+                    let (row, rows) = if rows == batch { (i, batch) } else { (0, rows) };
+                    Row {
+                        shape: shape.get(1..).unwrap_or(&[]),
+                        values: values.row(row, rows),
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+fn tensor_view(value: &DynValue) -> Option<(&[i64], Values<'_>)> {
+    if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
+        return Some((shape, Values::F32(data)));
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<i64>() {
+        return Some((shape, Values::I64(data)));
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<i32>() {
+        return Some((shape, Values::I32(data)));
+    }
+    if let Ok((shape, data)) = value.try_extract_tensor::<u8>() {
+        return Some((shape, Values::U8(data)));
+    }
+    None
+}

@@ -1,0 +1,121 @@
+//! The inference engine: ONNX Runtime sessions, each owned by a dedicated std thread.
+//!
+//! [`load_model`] starts `instances` threads for a variant. Each builds its own `ort::Session`, runs a warm-up
+//! batch (so readiness means warmed, not just loaded), then serves batches from the model's queue: it builds
+//! the batch tensor, runs it, decodes each request's slice of the outputs and answers on the request's
+//! oneshot channel. A client that went away only closes its channel; the thread never panics on it.
+pub mod instance;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use ort::environment::Environment;
+use tokio::sync::mpsc;
+
+use crate::{
+    batching::{Batch, Batcher, ModelLoad, policy::BatchPolicy},
+    config::ModelKnobs,
+    repository::Variant,
+};
+
+/// A loaded, warmed model and the handle to its queue.
+pub struct Model {
+    pub variant: Arc<Variant>,
+    pub knobs: ModelKnobs,
+    pub batcher: Batcher,
+}
+
+impl Model {
+    /// Classes the variant can answer: its labels, less the background column when the decoding drops one.
+    pub fn num_classes(&self) -> u32 {
+        use crate::repository::OutputSpec;
+        let labels = self.variant.labels.len() as u32;
+        match &self.variant.config.output {
+            OutputSpec::Classification {
+                background_index: Some(_),
+                ..
+            }
+            | OutputSpec::SsdAnchors {
+                background_index: Some(_),
+                ..
+            } => labels.saturating_sub(1),
+            _ => labels,
+        }
+    }
+}
+
+impl AsRef<crate::repository::VariantConfig> for Model {
+    fn as_ref(&self) -> &crate::repository::VariantConfig {
+        &self.variant.config
+    }
+}
+
+/// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process, and the shared library
+/// can be loaded only once, so servers started in one process (tests) share it.
+pub fn environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
+    static ENV: Mutex<Option<Environment>> = Mutex::new(None);
+    let mut slot = ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let builder = match dylib {
+        Some(path) => ort::init_from(path)
+            .map_err(|e| anyhow::anyhow!("loading ONNX Runtime from {}: {e}", path.display()))?,
+        None => anyhow::bail!("no ONNX Runtime library: set --ort-dylib or ORT_DYLIB_PATH"),
+    };
+    let env = builder
+        .with_name("mobilenet-serve")
+        .build()
+        .map_err(|e| anyhow::anyhow!("ONNX Runtime environment: {e}"))?;
+    *slot = Some(env.clone());
+    Ok(env)
+}
+
+/// Loads `variant` with `knobs`: starts its threads, waits until every session is built and warmed, and
+/// starts its batcher. Must be called inside a tokio runtime (the batcher is a task); blocks while loading.
+pub fn load_model(
+    env: &Environment,
+    variant: Variant,
+    knobs: ModelKnobs,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Model> {
+    let variant = Arc::new(variant);
+    let name = variant.config.name.clone();
+    let load = ModelLoad::new(knobs.instances);
+    let (dispatch, batches) = mpsc::channel::<Batch>(knobs.instances + 1);
+    let batches = Arc::new(Mutex::new(batches));
+    let mut started = Vec::new();
+    for i in 0..knobs.instances {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let context = instance::Context {
+            env: env.clone(),
+            variant: variant.clone(),
+            intra_op_threads: knobs.intra_op_threads,
+            max_batch_size: knobs.max_batch_size,
+            batches: batches.clone(),
+            load: load.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("model-{name}-{i}"))
+            .spawn(move || instance::run(context, ready_tx))?;
+        started.push(ready_rx);
+    }
+    for ready in started {
+        ready
+            .recv()
+            .map_err(|_| anyhow::anyhow!("{name}: model thread exited while loading"))??;
+    }
+    let policy = BatchPolicy {
+        max_batch_size: knobs.max_batch_size,
+        max_queue_delay: knobs.max_queue_delay,
+    };
+    let _guard = runtime.enter();
+    let batcher = Batcher::start(&name, policy, knobs.queue_capacity, load, dispatch);
+    Ok(Model {
+        variant,
+        knobs,
+        batcher,
+    })
+}

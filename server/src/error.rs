@@ -1,0 +1,152 @@
+//! The one error type of the service, and the one place that maps it to an HTTP status, a gRPC code, a
+//! metric/JSON `kind` label and a message that is safe to show to the client.
+//!
+//! Client errors (4xx) carry a message naming the problem. Server errors (5xx) answer with a terse message;
+//! their real cause is logged once, here, when the error is turned into a response.
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no image: send a multipart field `image` or a raw body with an image content type")]
+    MissingImage,
+    #[error("the image is empty")]
+    EmptyImage,
+    #[error(
+        "unsupported content type {0:?}: use multipart/form-data or image/jpeg, image/png, image/bmp"
+    )]
+    UnsupportedMediaType(String),
+    #[error("unsupported image format: JPEG, PNG and BMP are accepted")]
+    UnsupportedFormat,
+    #[error("the image could not be decoded: {0}")]
+    InvalidImage(String),
+    #[error("the image has {pixels} pixels, over the limit of {limit}")]
+    ImageTooLarge { pixels: u64, limit: u64 },
+    #[error("the request body is over the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("unknown model {0:?}; GET /v1/models lists them")]
+    UnknownModel(String),
+    #[error("model {model:?} does {actual}, not {expected}")]
+    WrongTask {
+        model: String,
+        actual: &'static str,
+        expected: &'static str,
+    },
+    #[error("no {task} variant matches {wanted}")]
+    NoMatchingVariant { task: &'static str, wanted: String },
+    #[error("bad option {name}: {reason}")]
+    BadOption { name: &'static str, reason: String },
+    #[error("model {model} is at capacity, retry later")]
+    QueueFull { model: String },
+    #[error("the request deadline passed before it could be served")]
+    DeadlineExceeded,
+    #[error("the server is shutting down")]
+    Draining,
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// Everything a transport needs to answer an error.
+pub struct ErrorParts {
+    pub status: StatusCode,
+    pub code: tonic::Code,
+    /// Stable machine-readable label, used in JSON bodies and metric labels.
+    pub kind: &'static str,
+}
+
+impl Error {
+    pub fn internal(cause: impl std::fmt::Display) -> Error {
+        Error::Internal(cause.to_string())
+    }
+
+    /// The single mapping from error to status, code and kind.
+    pub fn parts(&self) -> ErrorParts {
+        use tonic::Code as C;
+        let (status, code, kind) = match self {
+            Error::MissingImage => (StatusCode::BAD_REQUEST, C::InvalidArgument, "missing_image"),
+            Error::EmptyImage => (StatusCode::BAD_REQUEST, C::InvalidArgument, "empty_image"),
+            Error::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                C::InvalidArgument,
+                "unsupported_media_type",
+            ),
+            Error::UnsupportedFormat => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                C::InvalidArgument,
+                "unsupported_format",
+            ),
+            Error::InvalidImage(_) => {
+                (StatusCode::BAD_REQUEST, C::InvalidArgument, "invalid_image")
+            }
+            Error::ImageTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                C::InvalidArgument,
+                "image_too_large",
+            ),
+            Error::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                C::InvalidArgument,
+                "body_too_large",
+            ),
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument, "bad_request"),
+            Error::UnknownModel(_) => (StatusCode::NOT_FOUND, C::NotFound, "unknown_model"),
+            Error::WrongTask { .. } => (StatusCode::BAD_REQUEST, C::InvalidArgument, "wrong_task"),
+            Error::NoMatchingVariant { .. } => {
+                (StatusCode::NOT_FOUND, C::NotFound, "no_matching_variant")
+            }
+            Error::BadOption { .. } => (StatusCode::BAD_REQUEST, C::InvalidArgument, "bad_option"),
+            Error::QueueFull { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::ResourceExhausted,
+                "queue_full",
+            ),
+            Error::DeadlineExceeded => (
+                StatusCode::GATEWAY_TIMEOUT,
+                C::DeadlineExceeded,
+                "deadline_exceeded",
+            ),
+            Error::Draining => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "draining"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, C::Internal, "internal"),
+        };
+        ErrorParts { status, code, kind }
+    }
+
+    /// The client-facing message; for 5xx the cause is logged here, once, and not sent.
+    fn client_message(&self) -> String {
+        if let Error::Internal(cause) = self {
+            tracing::error!(%cause, "internal error");
+        }
+        self.to_string()
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let parts = self.parts();
+        let body = json!({"error": self.client_message(), "kind": parts.kind});
+        let mut response = (parts.status, Json(body)).into_response();
+        if parts.status == StatusCode::TOO_MANY_REQUESTS
+            || parts.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        let parts = error.parts();
+        tonic::Status::new(parts.code, error.client_message())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! Getting the image and the options out of an HTTP request, with errors that say what was wrong.
+use axum::{
+    extract::{FromRequest, Multipart, Request},
+    http::header::CONTENT_TYPE,
+};
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Content types accepted as a raw image body.
+const RAW_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/jpg",
+    "image/png",
+    "image/bmp",
+    "image/x-ms-bmp",
+    "application/octet-stream",
+];
+
+/// The image bytes: the multipart field `image`, or the whole body for an image content type.
+pub async fn image(request: Request, limit: usize) -> Result<Bytes> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if content_type == "multipart/form-data" {
+        let mut multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(e, limit))?
+        {
+            if field.name() == Some("image") {
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+                return if bytes.is_empty() {
+                    Err(Error::EmptyImage)
+                } else {
+                    Ok(bytes)
+                };
+            }
+        }
+        return Err(Error::MissingImage);
+    }
+    let raw_type = RAW_TYPES.contains(&content_type.as_str()) || content_type.starts_with("image/");
+    if !raw_type && !content_type.is_empty() {
+        return Err(Error::UnsupportedMediaType(content_type));
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| body_error(e, limit))?;
+    match (bytes.is_empty(), raw_type) {
+        (true, _) => Err(Error::MissingImage),
+        // A body without a content type: let the decoder judge it by its magic bytes.
+        (false, _) => Ok(bytes),
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> Error {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        Error::BodyTooLarge { limit }
+    } else {
+        Error::BadRequest(e.body_text())
+    }
+}
+
+fn body_error(e: axum::Error, limit: usize) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return Error::BodyTooLarge { limit };
+        }
+        source = err.source();
+    }
+    Error::BadRequest(format!("could not read the body: {e}"))
+}
+
+/// Query-string options, parsed leniently into strings and then strictly into typed values.
+pub struct QueryOptions(Vec<(String, String)>);
+
+impl QueryOptions {
+    /// Parses the query and refuses parameters that the endpoint does not know (typos would otherwise be
+    /// silently ignored).
+    pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<QueryOptions> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|e| Error::BadRequest(format!("query string: {e}")))?;
+        if let Some((key, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            return Err(Error::BadRequest(format!(
+                "unknown option {key:?}; this endpoint takes {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(QueryOptions(pairs))
+    }
+
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn parsed<T: std::str::FromStr>(&self, name: &'static str) -> Result<Option<T>> {
+        self.string(name)
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|_| Error::BadOption {
+                    name,
+                    reason: format!("{v:?} is not a valid value"),
+                })
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,202 @@
+//! HTTP handlers and their JSON shapes (README "HTTP API"). Each inference handler parses, calls the service
+//! and renders; nothing else.
+use axum::{
+    Json,
+    extract::{RawQuery, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{
+    AppState,
+    extract::{self, QueryOptions},
+};
+use crate::{
+    error::{Error, Result},
+    options,
+    repository::Task,
+    service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Timings},
+};
+
+const SELECTOR_KEYS: [&str; 4] = ["model", "width", "resolution", "precision"];
+
+pub async fn classify(state: State<AppState>, query: RawQuery, request: Request) -> Response {
+    infer(state, Task::Classification, query, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn detect(state: State<AppState>, query: RawQuery, request: Request) -> Response {
+    infer(state, Task::Detection, query, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn segment(state: State<AppState>, query: RawQuery, request: Request) -> Response {
+    infer(state, Task::Segmentation, query, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    task: Task,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response> {
+    let task_keys: &[&str] = match task {
+        Task::Classification => &["top_k"],
+        Task::Detection => &["score_threshold", "iou_threshold", "max_detections"],
+        Task::Segmentation => &["format"],
+    };
+    // The body is read first: answering before reading it would break the client's upload mid-way.
+    let image = extract::image(request, state.max_body_bytes).await?;
+    let allowed: Vec<&str> = SELECTOR_KEYS.iter().chain(task_keys).copied().collect();
+    let q = QueryOptions::parse(query.as_deref(), &allowed)?;
+    let selector = options::selector(
+        q.string("model"),
+        q.parsed("width")?,
+        q.parsed("resolution")?,
+        q.string("precision"),
+    )?;
+    let (task_options, png) = match task {
+        Task::Classification => (options::classify(q.parsed("top_k")?)?, false),
+        Task::Detection => (
+            options::detect(
+                q.parsed("score_threshold")?,
+                q.parsed("iou_threshold")?,
+                q.parsed("max_detections")?,
+            )?,
+            false,
+        ),
+        Task::Segmentation => {
+            let png = match q.string("format").as_deref() {
+                None | Some("json") => false,
+                Some("png") => true,
+                Some(other) => {
+                    return Err(Error::BadOption {
+                        name: "format",
+                        reason: format!("{other:?} is not json or png"),
+                    });
+                }
+            };
+            (crate::postprocess::TaskOptions::Segment, png)
+        }
+    };
+    let request = InferRequest {
+        image,
+        selector,
+        options: task_options,
+        png,
+        deadline: None,
+        protocol: Protocol::Http,
+    };
+    let answer = state.service.infer(task, request).await?;
+    Ok(render(answer))
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    model: &'a str,
+    image_width: u32,
+    image_height: u32,
+    #[serde(flatten)]
+    body: T,
+    timings: Timings,
+}
+
+fn render(answer: Answer) -> Response {
+    let headers = answer_headers(&answer);
+    let envelope = |body: serde_json::Value| Envelope {
+        model: &answer.model,
+        image_width: answer.image_width,
+        image_height: answer.image_height,
+        body,
+        timings: answer.timings,
+    };
+    let response = match &answer.body {
+        AnswerBody::Classes(classes) => Json(envelope(json!({ "classes": classes }))).into_response(),
+        AnswerBody::Detections(detections) => Json(envelope(json!({ "detections": detections }))).into_response(),
+        AnswerBody::Segmentation { classes, mask: Mask::Rle { width, height, values, lengths } } => Json(envelope(json!({
+            "classes": classes,
+            "mask": {"encoding": "rle", "width": width, "height": height, "values": values, "lengths": lengths},
+        })))
+        .into_response(),
+        AnswerBody::Segmentation { mask: Mask::Png(png), .. } => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], png.clone()).into_response()
+        }
+    };
+    (headers, response).into_response()
+}
+
+/// `x-model-variant` and a `Server-Timing` header with the phases, for browsers' and proxies' tooling.
+fn answer_headers(answer: &Answer) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&answer.model) {
+        headers.insert("x-model-variant", v);
+    }
+    let t = &answer.timings;
+    let timing = format!(
+        "decode;dur={:.3}, queue;dur={:.3}, inference;dur={:.3}, postprocess;dur={:.3}, total;dur={:.3}",
+        t.decode_ms, t.queue_ms, t.inference_ms, t.postprocess_ms, t.total_ms
+    );
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        headers.insert("server-timing", v);
+    }
+    headers
+}
+
+pub async fn models(State(state): State<AppState>) -> Result<Response> {
+    let router = state.service.router().ok_or(Error::Draining)?;
+    let models: Vec<_> = router
+        .models()
+        .iter()
+        .map(|m| {
+            let c = &m.variant.config;
+            json!({
+                "name": c.name,
+                "task": c.task.as_str(),
+                "width": c.attributes.width,
+                "resolution": c.attributes.resolution,
+                "precision": c.attributes.precision,
+                "parameters": c.attributes.parameters,
+                "multiply_adds": c.attributes.multiply_adds,
+                "is_default": router.is_default(c),
+                "num_classes": m.num_classes(),
+                "description": c.description,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })).into_response())
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "alive"})).into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let service = &state.service;
+    if service.is_ready() {
+        return Json(json!({"status": "ready"})).into_response();
+    }
+    let status = if service.is_draining() {
+        "draining"
+    } else {
+        "loading"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": status })),
+    )
+        .into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,38 @@
+//! The HTTP/JSON API (README "HTTP API"): thin axum handlers that parse, call the shared
+//! [`Service`](crate::service::Service) and render JSON. Probes and `/metrics` live here too.
+mod extract;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::service::Service;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: PrometheusHandle,
+    pub max_body_bytes: usize,
+}
+
+/// The whole HTTP application, without a socket (tests can drive it with `oneshot`).
+pub fn app(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/classify", post(handlers::classify))
+        .route("/v1/detect", post(handlers::detect))
+        .route("/v1/segment", post(handlers::segment))
+        .route("/v1/models", get(handlers::models))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        // Multipart reads honour this limit; raw bodies are read with the same limit in `extract`.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

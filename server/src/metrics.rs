@@ -1,0 +1,147 @@
+//! Every metric name of the service, with its unit in the name, and the few functions that record them.
+//! Requests are recorded once, where the service finishes a request; batches once, on the model thread.
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by `model`, `task`, `protocol` (http|grpc) and `outcome` (ok or the error kind).
+pub const REQUESTS_TOTAL: &str = "mobilenet_requests_total";
+/// End-to-end time inside the server, by `model`, `task`, `protocol`.
+pub const REQUEST_DURATION_SECONDS: &str = "mobilenet_request_duration_seconds";
+/// Time per phase (`decode`, `queue`, `inference`, `postprocess`) by `model`.
+pub const PHASE_DURATION_SECONDS: &str = "mobilenet_phase_duration_seconds";
+/// Requests per batch run by ONNX Runtime, by `model`.
+pub const BATCH_SIZE: &str = "mobilenet_batch_size";
+/// Requests waiting in a model's batcher, by `model`.
+pub const QUEUE_DEPTH: &str = "mobilenet_queue_depth";
+/// Requests refused at admission, by `model` and `reason` (queue_full, draining).
+pub const REJECTED_TOTAL: &str = "mobilenet_rejected_total";
+/// Admitted requests dropped before inference, by `model` and `reason` (cancelled, deadline_exceeded).
+pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";
+/// Always 1, labelled with each loaded variant's attributes and knobs.
+pub const MODEL_INFO: &str = "mobilenet_model_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0];
+
+/// Installs the Prometheus recorder once per process and returns the handle that renders `/metrics`.
+/// Several servers in one process (tests) share it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                // Only fails on an empty bucket list, which the constants above are not.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Inference requests by model, task, protocol and outcome"
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "End-to-end request time in the server"
+    );
+    describe_histogram!(
+        PHASE_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Request time per phase"
+    );
+    describe_histogram!(BATCH_SIZE, "Requests per ONNX Runtime batch");
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting in the batcher");
+    describe_counter!(REJECTED_TOTAL, "Requests refused at admission, by reason");
+    describe_counter!(
+        DROPPED_TOTAL,
+        "Admitted requests dropped before inference, by reason"
+    );
+    describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
+}
+
+/// The phase timings of one served request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimes {
+    pub decode: Duration,
+    pub queue: Duration,
+    pub inference: Duration,
+    pub postprocess: Duration,
+}
+
+/// Records one finished request (successful or not).
+pub fn record_request(
+    model: &str,
+    task: &str,
+    protocol: &str,
+    outcome: &str,
+    total: Duration,
+    phases: Option<&PhaseTimes>,
+) {
+    let labels = [
+        ("model", model.to_string()),
+        ("task", task.to_string()),
+        ("protocol", protocol.to_string()),
+    ];
+    counter!(REQUESTS_TOTAL, "model" => model.to_string(), "task" => task.to_string(),
+        "protocol" => protocol.to_string(), "outcome" => outcome.to_string())
+    .increment(1);
+    histogram!(REQUEST_DURATION_SECONDS, &labels).record(total.as_secs_f64());
+    if let Some(p) = phases {
+        for (phase, d) in [
+            ("decode", p.decode),
+            ("queue", p.queue),
+            ("inference", p.inference),
+            ("postprocess", p.postprocess),
+        ] {
+            histogram!(PHASE_DURATION_SECONDS, "model" => model.to_string(), "phase" => phase)
+                .record(d.as_secs_f64());
+        }
+    }
+}
+
+pub fn record_batch(model: &str, size: usize) {
+    histogram!(BATCH_SIZE, "model" => model.to_string()).record(size as f64);
+}
+
+pub fn set_queue_depth(model: &str, depth: usize) {
+    gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}
+
+pub fn record_rejected(model: &str, reason: &'static str) {
+    counter!(REJECTED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn record_dropped(model: &str, reason: &'static str, count: u64) {
+    counter!(DROPPED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(count);
+}
+
+/// Publishes a loaded model: its info series, and its counters at zero so that dashboards and alerts see
+/// the series before the first rejection or drop happens.
+pub fn record_model_info(model: &str, labels: Vec<(&'static str, String)>) {
+    gauge!(MODEL_INFO, &labels).set(1.0);
+    gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(0.0);
+    counter!(REJECTED_TOTAL, "model" => model.to_string(), "reason" => "queue_full").increment(0);
+    for reason in ["cancelled", "deadline_exceeded"] {
+        counter!(DROPPED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(0);
+    }
+}

@@ -1,0 +1,122 @@
+//! Request options and their validation, shared by HTTP (query strings) and gRPC (message fields), so both
+//! protocols accept and refuse exactly the same values with the same messages.
+use crate::{
+    error::{Error, Result},
+    postprocess::TaskOptions,
+    routing::Selector,
+};
+
+pub const DEFAULT_TOP_K: u32 = 5;
+pub const DEFAULT_SCORE_THRESHOLD: f32 = 0.4;
+pub const DEFAULT_IOU_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_MAX_DETECTIONS: u32 = 100;
+const MAX_TOP_K: u32 = 1000;
+const MAX_DETECTIONS: u32 = 1000;
+
+fn bad(name: &'static str, reason: impl Into<String>) -> Error {
+    Error::BadOption {
+        name,
+        reason: reason.into(),
+    }
+}
+
+pub fn classify(top_k: Option<u32>) -> Result<TaskOptions> {
+    let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
+    if !(1..=MAX_TOP_K).contains(&top_k) {
+        return Err(bad("top_k", format!("{top_k} is not in 1..={MAX_TOP_K}")));
+    }
+    Ok(TaskOptions::Classify {
+        top_k: top_k as usize,
+    })
+}
+
+pub fn detect(
+    score_threshold: Option<f32>,
+    iou_threshold: Option<f32>,
+    max_detections: Option<u32>,
+) -> Result<TaskOptions> {
+    let unit = |name: &'static str, v: f32| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(bad(name, format!("{v} is not in 0..=1")))
+        }
+    };
+    let max = max_detections.unwrap_or(DEFAULT_MAX_DETECTIONS);
+    if !(1..=MAX_DETECTIONS).contains(&max) {
+        return Err(bad(
+            "max_detections",
+            format!("{max} is not in 1..={MAX_DETECTIONS}"),
+        ));
+    }
+    Ok(TaskOptions::Detect {
+        score_threshold: unit(
+            "score_threshold",
+            score_threshold.unwrap_or(DEFAULT_SCORE_THRESHOLD),
+        )?,
+        iou_threshold: unit(
+            "iou_threshold",
+            iou_threshold.unwrap_or(DEFAULT_IOU_THRESHOLD),
+        )?,
+        max_detections: max as usize,
+    })
+}
+
+/// Checks the routing attributes; an empty model name or precision means "not set".
+pub fn selector(
+    model: Option<String>,
+    width: Option<f32>,
+    resolution: Option<u32>,
+    precision: Option<String>,
+) -> Result<Selector> {
+    if let Some(w) = width.filter(|w| !(w.is_finite() && *w > 0.0)) {
+        return Err(bad(
+            "width",
+            format!("{w} is not a positive width multiplier"),
+        ));
+    }
+    if resolution == Some(0) {
+        return Err(bad("resolution", "must be positive"));
+    }
+    let precision = precision.filter(|p| !p.is_empty());
+    if let Some(p) = precision
+        .as_deref()
+        .filter(|p| !matches!(p.to_ascii_lowercase().as_str(), "float32" | "int8"))
+    {
+        return Err(bad("precision", format!("{p:?} is not float32 or int8")));
+    }
+    Ok(Selector {
+        model: model.filter(|m| !m.is_empty()),
+        width,
+        resolution,
+        precision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        assert_eq!(classify(None).unwrap(), TaskOptions::Classify { top_k: 5 });
+        assert_eq!(
+            detect(None, None, None).unwrap(),
+            TaskOptions::Detect {
+                score_threshold: 0.4,
+                iou_threshold: 0.5,
+                max_detections: 100
+            }
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(classify(Some(0)).is_err());
+        assert!(detect(Some(1.5), None, None).is_err());
+        assert!(detect(None, Some(f32::NAN), None).is_err());
+        assert!(detect(None, None, Some(0)).is_err());
+        assert!(selector(None, Some(-1.0), None, None).is_err());
+        assert!(selector(None, None, None, Some("fp16".into())).is_err());
+    }
+}

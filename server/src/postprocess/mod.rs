@@ -1,0 +1,205 @@
+//! Post-processing: one request's slice of the batch outputs → the answer, per the variant's `output.kind`.
+//!
+//! Work is split in two: [`decode`] runs on the model thread while the output tensors are borrowed (top-k,
+//! box decoding + NMS, argmax — each shrinks the data a lot, so nothing big is copied out), and
+//! [`segment::finish`] runs later on the decode pool (resize of the class map to the original image, RLE or
+//! PNG encoding), so it does not hold up the next batch.
+pub mod classify;
+pub mod detect;
+pub mod segment;
+
+use serde::Serialize;
+
+use crate::repository::OutputSpec;
+
+/// Options of one request, validated by the service before it is queued.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TaskOptions {
+    Classify {
+        top_k: usize,
+    },
+    Detect {
+        score_threshold: f32,
+        iou_threshold: f32,
+        max_detections: usize,
+    },
+    Segment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Class {
+    pub index: u32,
+    pub label: String,
+    pub score: f32,
+}
+
+/// Box corners, (x1, y1) top left and (x2, y2) bottom right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoxXyxy {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+/// A detection with its box normalised to 0..1 of the image; pixels are derived once the size is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDetection {
+    pub class_index: u32,
+    pub score: f32,
+    pub bbox: BoxXyxy,
+}
+
+/// A class map: one class index per pixel, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMap {
+    pub width: u32,
+    pub height: u32,
+    pub classes: Vec<u8>,
+}
+
+/// What the model thread hands back for one request.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    Classes(Vec<Class>),
+    Detections(Vec<RawDetection>),
+    ClassMap(ClassMap),
+}
+
+/// Element data of one output, borrowed from ONNX Runtime.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    U8(&'a [u8]),
+}
+
+impl<'a> Values<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::U8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn f32_at(&self, i: usize) -> f32 {
+        match self {
+            Values::F32(v) => v[i],
+            Values::I64(v) => v[i] as f32,
+            Values::I32(v) => v[i] as f32,
+            Values::U8(v) => f32::from(v[i]),
+        }
+    }
+
+    /// The sub-range for batch row `row` of `rows`.
+    pub fn row(&self, row: usize, rows: usize) -> Values<'a> {
+        let n = self.len() / rows.max(1);
+        let r = row * n..(row + 1) * n;
+        match *self {
+            Values::F32(v) => Values::F32(&v[r]),
+            Values::I64(v) => Values::I64(&v[r]),
+            Values::I32(v) => Values::I32(&v[r]),
+            Values::U8(v) => Values::U8(&v[r]),
+        }
+    }
+}
+
+/// One output of one request: its shape without the batch dimension, and its values.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub shape: &'a [i64],
+    pub values: Values<'a>,
+}
+
+impl Row<'_> {
+    fn dim(&self, i: usize) -> usize {
+        self.shape.get(i).copied().unwrap_or(1).max(0) as usize
+    }
+
+    fn as_f32(&self) -> Option<&[f32]> {
+        match self.values {
+            Values::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Error text for an output that does not look as config.json promised: a repository bug, so a 5xx.
+fn bad_output(what: &str) -> crate::error::Error {
+    crate::error::Error::internal(format!("model output does not match config.json: {what}"))
+}
+
+/// Decodes one request's outputs (in [`OutputSpec::output_names`] order).
+pub fn decode(
+    spec: &OutputSpec,
+    labels: &[String],
+    outputs: &[Row<'_>],
+    options: TaskOptions,
+) -> crate::error::Result<Decoded> {
+    match (spec, options) {
+        (
+            OutputSpec::Classification {
+                activation,
+                background_index,
+                ..
+            },
+            TaskOptions::Classify { top_k },
+        ) => {
+            let scores = match outputs[0].values {
+                Values::F32(v) => std::borrow::Cow::Borrowed(v),
+                // A uint8 softmax output follows the TFLite quantisation rule for softmax (scale 1/256, zero
+                // point 0), which is what the dequantised TFLite classifiers of the repository emit.
+                Values::U8(v) => {
+                    std::borrow::Cow::Owned(v.iter().map(|&q| f32::from(q) / 256.0).collect())
+                }
+                _ => return Err(bad_output("scores are neither float32 nor uint8")),
+            };
+            Ok(Decoded::Classes(classify::top_k(
+                &scores,
+                *activation,
+                *background_index,
+                top_k,
+                labels,
+            )))
+        }
+        (OutputSpec::SsdAnchors { .. }, TaskOptions::Detect { .. }) => {
+            detect::decode_anchors(spec, outputs, options).map(Decoded::Detections)
+        }
+        (
+            OutputSpec::SsdPostprocessed { .. },
+            TaskOptions::Detect {
+                score_threshold,
+                max_detections,
+                ..
+            },
+        ) => Ok(Decoded::Detections(detect::pass_through(
+            outputs,
+            score_threshold,
+            max_detections,
+        ))),
+        (OutputSpec::ClassMap { .. }, TaskOptions::Segment) => {
+            Ok(Decoded::ClassMap(segment::from_map(&outputs[0])?))
+        }
+        (OutputSpec::SegmentationLogits { layout, .. }, TaskOptions::Segment) => {
+            Ok(Decoded::ClassMap(segment::argmax(&outputs[0], *layout)?))
+        }
+        _ => Err(crate::error::Error::internal(
+            "options do not match the model's task",
+        )),
+    }
+}
+
+/// The label for class `index`, or its number when the label file is short.
+pub fn label(labels: &[String], index: usize) -> String {
+    labels
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| index.to_string())
+}

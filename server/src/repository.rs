@@ -1,0 +1,280 @@
+//! The model repository on disk (`models/REPOSITORY.md`): `index.json` lists the variants and the per-task
+//! defaults; each variant folder holds `config.json` (how to feed and decode the graph), `model.onnx` and
+//! `labels.txt`. This module only parses and validates; loading sessions is the engine's job.
+use std::{collections::HashMap, fmt, path::Path, path::PathBuf};
+
+use serde::Deserialize;
+
+/// The three tasks the service knows. The string forms are the ones used in `config.json` and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classification,
+    Detection,
+    Segmentation,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Detection => "detection",
+            Task::Segmentation => "segmentation",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Index {
+    pub format: u32,
+    pub variants: Vec<String>,
+    #[serde(default)]
+    pub defaults: HashMap<Task, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VariantConfig {
+    pub name: String,
+    pub task: Task,
+    #[serde(default)]
+    pub description: String,
+    pub model_file: String,
+    pub labels_file: String,
+    pub attributes: Attributes,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Attributes {
+    pub width: f32,
+    pub resolution: u32,
+    pub precision: String,
+    #[serde(default)]
+    pub parameters: u64,
+    #[serde(default)]
+    pub multiply_adds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Layout {
+    #[serde(rename = "NHWC")]
+    Nhwc,
+    #[serde(rename = "NCHW")]
+    Nchw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputDtype {
+    Uint8,
+    Float32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    Stretch,
+    CenterCrop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputSpec {
+    pub name: String,
+    pub layout: Layout,
+    pub dtype: InputDtype,
+    pub height: u32,
+    pub width: u32,
+    #[serde(default = "default_mean")]
+    pub mean: [f32; 3],
+    #[serde(default = "default_std")]
+    pub std: [f32; 3],
+    pub resize: ResizeMode,
+}
+
+fn default_mean() -> [f32; 3] {
+    [0.0; 3]
+}
+fn default_std() -> [f32; 3] {
+    [1.0; 3]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    None,
+    Softmax,
+    Sigmoid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxCoding {
+    CornerOffset,
+    CenterSize,
+}
+
+/// How to decode the graph outputs; one variant per `output.kind` in REPOSITORY.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutputSpec {
+    Classification {
+        scores: String,
+        activation: Activation,
+        background_index: Option<usize>,
+    },
+    SsdAnchors {
+        scores: String,
+        score_activation: Activation,
+        boxes: String,
+        anchors: String,
+        box_coding: BoxCoding,
+        #[serde(default = "default_box_scales")]
+        box_scales: [f32; 4],
+        background_index: Option<usize>,
+    },
+    SsdPostprocessed {
+        boxes: String,
+        classes: String,
+        scores: String,
+        count: Option<String>,
+    },
+    ClassMap {
+        map: String,
+    },
+    SegmentationLogits {
+        logits: String,
+        layout: Layout,
+    },
+}
+
+fn default_box_scales() -> [f32; 4] {
+    [10.0, 10.0, 5.0, 5.0]
+}
+
+impl OutputSpec {
+    /// The task this decoding produces, to check it against the config's `task`.
+    pub fn task(&self) -> Task {
+        match self {
+            OutputSpec::Classification { .. } => Task::Classification,
+            OutputSpec::SsdAnchors { .. } | OutputSpec::SsdPostprocessed { .. } => Task::Detection,
+            OutputSpec::ClassMap { .. } | OutputSpec::SegmentationLogits { .. } => {
+                Task::Segmentation
+            }
+        }
+    }
+
+    /// Graph output names to fetch, in a fixed order the postprocessor relies on.
+    pub fn output_names(&self) -> Vec<&str> {
+        match self {
+            OutputSpec::Classification { scores, .. } => vec![scores],
+            OutputSpec::SsdAnchors {
+                scores,
+                boxes,
+                anchors,
+                ..
+            } => vec![scores, boxes, anchors],
+            OutputSpec::SsdPostprocessed {
+                boxes,
+                classes,
+                scores,
+                count,
+            } => {
+                let mut v = vec![boxes.as_str(), classes, scores];
+                if let Some(c) = count {
+                    v.push(c);
+                }
+                v
+            }
+            OutputSpec::ClassMap { map } => vec![map],
+            OutputSpec::SegmentationLogits { logits, .. } => vec![logits],
+        }
+    }
+}
+
+/// One variant as found on disk, validated, with its labels read.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub config: VariantConfig,
+    pub labels: Vec<String>,
+    pub model_path: PathBuf,
+}
+
+/// The parsed repository: variants in index order plus per-task defaults.
+#[derive(Debug)]
+pub struct Repository {
+    pub variants: Vec<Variant>,
+    pub defaults: HashMap<Task, String>,
+}
+
+impl Repository {
+    /// Reads `index.json` and every listed variant. `only`, when non-empty, restricts loading to those names
+    /// (tests and small deployments); a name that the index does not list is an error, not a silent skip.
+    pub fn load(root: &Path, only: &[String]) -> anyhow::Result<Repository> {
+        use anyhow::Context;
+        let index_path = root.join("index.json");
+        let index: Index =
+            serde_json::from_slice(&std::fs::read(&index_path).with_context(|| {
+                format!("reading {} (has `make models` run?)", index_path.display())
+            })?)
+            .with_context(|| format!("parsing {}", index_path.display()))?;
+        anyhow::ensure!(
+            index.format == 1,
+            "unsupported repository format {}",
+            index.format
+        );
+        for name in only {
+            anyhow::ensure!(
+                index.variants.contains(name),
+                "variant {name} is not in {}",
+                index_path.display()
+            );
+        }
+        let mut variants = Vec::new();
+        for name in &index.variants {
+            if !only.is_empty() && !only.contains(name) {
+                continue;
+            }
+            variants.push(
+                load_variant(&root.join(name))
+                    .with_context(|| format!("loading variant {name}"))?,
+            );
+        }
+        anyhow::ensure!(
+            !variants.is_empty(),
+            "no variants to serve in {}",
+            root.display()
+        );
+        Ok(Repository {
+            variants,
+            defaults: index.defaults,
+        })
+    }
+}
+
+fn load_variant(dir: &Path) -> anyhow::Result<Variant> {
+    let config: VariantConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    anyhow::ensure!(
+        config.output.task() == config.task,
+        "output kind decodes {} but task is {}",
+        config.output.task(),
+        config.task
+    );
+    let labels = std::fs::read_to_string(dir.join(&config.labels_file))?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    let model_path = dir.join(&config.model_file);
+    anyhow::ensure!(model_path.is_file(), "missing {}", model_path.display());
+    Ok(Variant {
+        config,
+        labels,
+        model_path,
+    })
+}

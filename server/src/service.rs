@@ -1,0 +1,294 @@
+//! The inference service both transports call: route → admit → decode (off the reactor) → queue → model
+//! thread → finish → answer, with the request recorded in the metrics once, here.
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::{
+    engine::Model,
+    error::{Error, Result},
+    imaging, metrics,
+    postprocess::{BoxXyxy, Class, Decoded, TaskOptions, label, segment},
+    repository::Task,
+    routing::{Router, Selector},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// One inference request, transport-independent and already validated.
+pub struct InferRequest {
+    pub image: Bytes,
+    pub selector: Selector,
+    pub options: TaskOptions,
+    /// Segmentation only: encode the mask as PNG instead of RLE.
+    pub png: bool,
+    pub deadline: Option<Instant>,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    pub class_index: u32,
+    pub label: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: BoxXyxy,
+    pub box_normalized: BoxXyxy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassFraction {
+    pub index: u32,
+    pub label: String,
+    pub fraction: f32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Mask {
+    Rle {
+        width: u32,
+        height: u32,
+        values: Vec<u32>,
+        lengths: Vec<u32>,
+    },
+    Png(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub enum AnswerBody {
+    Classes(Vec<Class>),
+    Detections(Vec<Detection>),
+    Segmentation {
+        classes: Vec<ClassFraction>,
+        mask: Mask,
+    },
+}
+
+/// Phase timings in milliseconds, as the API reports them.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    pub decode_ms: f64,
+    pub queue_ms: f64,
+    pub inference_ms: f64,
+    pub postprocess_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub model: String,
+    pub image_width: u32,
+    pub image_height: u32,
+    pub body: AnswerBody,
+    pub timings: Timings,
+}
+
+pub struct Service {
+    router: OnceLock<Router<Model>>,
+    draining: AtomicBool,
+    decode_permits: Arc<Semaphore>,
+    max_pixels: u64,
+}
+
+impl Service {
+    pub fn new(decode_threads: usize, max_pixels: u64) -> Service {
+        Service {
+            router: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
+            max_pixels,
+        }
+    }
+
+    /// Installs the loaded models; from then on the service is ready.
+    pub fn set_models(&self, router: Router<Model>) {
+        let _ = self.router.set(router);
+    }
+
+    pub fn router(&self) -> Option<&Router<Model>> {
+        self.router.get()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.router.get().is_some() && !self.is_draining()
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Serves one request and records it in the metrics, whatever the outcome.
+    pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
+        let start = Instant::now();
+        let protocol = request.protocol;
+        let mut model_name = String::from("none");
+        let mut phases = None;
+        let result = self
+            .infer_inner(task, request, start, &mut model_name, &mut phases)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.parts().kind,
+        };
+        metrics::record_request(
+            &model_name,
+            task.as_str(),
+            protocol.as_str(),
+            outcome,
+            start.elapsed(),
+            phases.as_ref(),
+        );
+        result
+    }
+
+    async fn infer_inner(
+        &self,
+        task: Task,
+        request: InferRequest,
+        start: Instant,
+        model_name: &mut String,
+        phases: &mut Option<metrics::PhaseTimes>,
+    ) -> Result<Answer> {
+        if self.is_draining() {
+            return Err(Error::Draining);
+        }
+        let router = self.router.get().ok_or(Error::Draining)?;
+        let model = router.select(task, &request.selector)?;
+        let variant = model.variant.clone();
+        *model_name = variant.config.name.clone();
+        let permit = model.batcher.try_admit()?;
+
+        let decode_start = Instant::now();
+        let (image, max_pixels) = (request.image, self.max_pixels);
+        let spec_variant = variant.clone();
+        let prepared = self
+            .blocking(move || imaging::prepare(&image, &spec_variant.config.input, max_pixels))
+            .await?;
+        let decode = decode_start.elapsed();
+
+        let output = model
+            .batcher
+            .submit(permit, prepared.data, request.options, request.deadline)
+            .await?;
+
+        let finish_start = Instant::now();
+        let (w, h) = (prepared.width, prepared.height);
+        let body = match output.decoded {
+            Decoded::Classes(classes) => AnswerBody::Classes(classes),
+            Decoded::Detections(raw) => AnswerBody::Detections(
+                raw.into_iter()
+                    .map(|d| Detection {
+                        class_index: d.class_index,
+                        label: label(&variant.labels, d.class_index as usize),
+                        score: d.score,
+                        bbox: BoxXyxy {
+                            x1: d.bbox.x1 * w as f32,
+                            y1: d.bbox.y1 * h as f32,
+                            x2: d.bbox.x2 * w as f32,
+                            y2: d.bbox.y2 * h as f32,
+                        },
+                        box_normalized: d.bbox,
+                    })
+                    .collect(),
+            ),
+            Decoded::ClassMap(map) => {
+                let (labels, png) = (variant.clone(), request.png);
+                self.blocking(move || finish_segmentation(&map, w, h, png, &labels.labels))
+                    .await?
+            }
+        };
+        let postprocess = output.postprocess + finish_start.elapsed();
+        let p = metrics::PhaseTimes {
+            decode,
+            queue: output.queue,
+            inference: output.inference,
+            postprocess,
+        };
+        *phases = Some(p);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Answer {
+            model: variant.config.name.clone(),
+            image_width: w,
+            image_height: h,
+            body,
+            timings: Timings {
+                decode_ms: ms(p.decode),
+                queue_ms: ms(p.queue),
+                inference_ms: ms(p.inference),
+                postprocess_ms: ms(p.postprocess),
+                total_ms: ms(start.elapsed()),
+            },
+        })
+    }
+
+    /// Runs CPU-bound work on the blocking pool, at most `decode_threads` at a time, so a burst of large
+    /// images neither stalls the reactor nor spawns a thread per request.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .decode_permits
+            .acquire()
+            .await
+            .map_err(Error::internal)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(Error::internal)?
+    }
+}
+
+fn finish_segmentation(
+    map: &crate::postprocess::ClassMap,
+    w: u32,
+    h: u32,
+    png: bool,
+    labels: &[String],
+) -> Result<AnswerBody> {
+    let full = segment::resize_nearest(map, w, h);
+    let classes = segment::fractions(&full.classes)
+        .into_iter()
+        .map(|(index, fraction)| ClassFraction {
+            index,
+            label: label(labels, index as usize),
+            fraction,
+        })
+        .collect();
+    let mask = if png {
+        Mask::Png(segment::to_png(&full)?)
+    } else {
+        let (values, lengths) = segment::run_length(&full.classes);
+        Mask::Rle {
+            width: w,
+            height: h,
+            values,
+            lengths,
+        }
+    };
+    Ok(AnswerBody::Segmentation { classes, mask })
+}

@@ -1,0 +1,269 @@
+//! Every bad input gets its 4xx (HTTP, JSON `{error, kind}`) or matching gRPC code, names the problem, and
+//! leaves the server healthy for the next request.
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+use mobilenet_proto::v1 as pb;
+use tonic::Code;
+
+const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
+const SEGMENTER: &str = "deeplabv3_mnv2_257";
+
+/// Small limits so that the test images can exceed them: cat_720p.jpg has 921,600 pixels and
+/// grace_hopper.bmp is 921,738 bytes.
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        start(
+            &[CLASSIFIER, SEGMENTER],
+            &["--max-image-pixels", "500000", "--max-body-bytes", "800000"],
+        )
+    })
+}
+
+async fn expect(request: reqwest::RequestBuilder, status: u16, kind: &str) {
+    let r = request.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), status, "expected {status} {kind}");
+    let body: serde_json::Value = r.json().await.expect("a JSON error body");
+    assert_eq!(body["kind"], kind, "{body}");
+    assert!(!body["error"].as_str().unwrap().is_empty());
+}
+
+fn post(path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().post(server().url(path))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_empty_image() {
+    let other_field = reqwest::multipart::Form::new().text("picture", "x");
+    expect(
+        post("/v1/classify").multipart(other_field),
+        400,
+        "missing_image",
+    )
+    .await;
+    expect(
+        post("/v1/classify")
+            .header("content-type", "image/jpeg")
+            .body(Vec::<u8>::new()),
+        400,
+        "missing_image",
+    )
+    .await;
+    expect(
+        post("/v1/classify").multipart(form(Vec::new(), "empty.jpg")),
+        400,
+        "empty_image",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_an_image_corrupt_or_unsupported() {
+    expect(
+        post("/v1/classify").multipart(form(b"hello, not an image".to_vec(), "x.jpg")),
+        415,
+        "unsupported_format",
+    )
+    .await;
+    let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
+    expect(
+        post("/v1/classify")
+            .header("content-type", "image/gif")
+            .body(gif),
+        415,
+        "unsupported_format",
+    )
+    .await;
+    let jpeg = image("burger.jpg");
+    expect(
+        post("/v1/classify").multipart(form(jpeg[..jpeg.len() / 3].to_vec(), "cut.jpg")),
+        400,
+        "invalid_image",
+    )
+    .await;
+    let mut corrupt = image("burger.jpg");
+    corrupt[4..400].fill(0x55); // keeps the JPEG magic, destroys the headers
+    expect(
+        post("/v1/classify").multipart(form(corrupt, "bad.jpg")),
+        400,
+        "invalid_image",
+    )
+    .await;
+    expect(
+        post("/v1/classify")
+            .header("content-type", "text/plain")
+            .body("hello"),
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limits() {
+    expect(
+        post("/v1/classify").multipart(form(image("cat_720p.jpg"), "big.jpg")),
+        413,
+        "image_too_large",
+    )
+    .await;
+    expect(
+        post("/v1/classify").multipart(form(image("grace_hopper.bmp"), "huge.bmp")),
+        413,
+        "body_too_large",
+    )
+    .await;
+    expect(
+        post("/v1/classify")
+            .header("content-type", "image/bmp")
+            .body(image("grace_hopper.bmp")),
+        413,
+        "body_too_large",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_model_wrong_task_bad_options() {
+    let cat = || form(image("cat.bmp"), "cat.bmp");
+    expect(
+        post("/v1/classify?model=nope").multipart(cat()),
+        404,
+        "unknown_model",
+    )
+    .await;
+    expect(
+        post(&format!("/v1/classify?model={SEGMENTER}")).multipart(cat()),
+        400,
+        "wrong_task",
+    )
+    .await;
+    expect(
+        post("/v1/classify?resolution=1000").multipart(cat()),
+        404,
+        "no_matching_variant",
+    )
+    .await;
+    expect(
+        post("/v1/classify?top_k=0").multipart(cat()),
+        400,
+        "bad_option",
+    )
+    .await;
+    expect(
+        post("/v1/classify?top_k=abc").multipart(cat()),
+        400,
+        "bad_option",
+    )
+    .await;
+    expect(
+        post("/v1/classify?precision=fp16").multipart(cat()),
+        400,
+        "bad_option",
+    )
+    .await;
+    expect(
+        post("/v1/segment?format=gif").multipart(cat()),
+        400,
+        "bad_option",
+    )
+    .await;
+    expect(
+        post("/v1/classify?topk=3").multipart(cat()),
+        400,
+        "bad_request",
+    )
+    .await;
+    // And the server still answers normally afterwards.
+    let r = post("/v1/classify?top_k=2")
+        .multipart(cat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["classes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_maps_the_same_errors() {
+    let mut client = server().grpc_client().await;
+    let classify = |image: Vec<u8>, model: &str, top_k: Option<u32>| pb::ClassifyRequest {
+        image,
+        model: Some(pb::ModelSelector {
+            model: model.into(),
+            ..Default::default()
+        }),
+        top_k,
+    };
+    let cases = [
+        (classify(Vec::new(), "", None), Code::InvalidArgument),
+        (
+            classify(b"not an image".to_vec(), "", None),
+            Code::InvalidArgument,
+        ),
+        (
+            classify(image("cat_720p.jpg"), "", None),
+            Code::InvalidArgument,
+        ),
+        (classify(image("cat.bmp"), "nope", None), Code::NotFound),
+        (
+            classify(image("cat.bmp"), SEGMENTER, None),
+            Code::InvalidArgument,
+        ),
+        (
+            classify(image("cat.bmp"), "", Some(0)),
+            Code::InvalidArgument,
+        ),
+    ];
+    for (request, code) in cases {
+        let status = client.classify(request).await.expect_err("must fail");
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(!status.message().is_empty());
+    }
+    let bad_format = pb::SegmentRequest {
+        image: image("cat.bmp"),
+        model: None,
+        format: 7,
+    };
+    assert_eq!(
+        client.segment(bad_format).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let ok = client
+        .classify(classify(image("cat.bmp"), "", Some(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.classes.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_grpc_health() {
+    let server = server();
+    assert_eq!(
+        reqwest::get(server.url("/healthz")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(server.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "mobilenet.v1.Inference".into(),
+    };
+    let status = health.check(request).await.unwrap().into_inner().status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
