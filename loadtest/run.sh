@@ -45,7 +45,7 @@ stop_server() {
 trap stop_server EXIT
 
 if ! curl -sf -o /dev/null "$HTTP_URL/healthz"; then
-  bin=$ROOT/target/release/mobilenet-serve
+  bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-serve
   [[ -x $bin ]] || { echo "run.sh: no server running and no $bin; run \`make build\`" >&2; exit 2; }
   [[ -f $MODEL_REPOSITORY/index.json ]] || { echo "run.sh: no model repository at $MODEL_REPOSITORY; run \`make models\`" >&2; exit 2; }
   ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$("$PY" models/ort_dylib.py)}

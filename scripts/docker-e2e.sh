@@ -89,7 +89,9 @@ docker build -t "$IMAGE" \
 note "docker build: $((SECONDS - s)) s ($(grep -c 'Using cache' "$E2E_OUT/build.log") cached steps)"
 size_bytes="$(docker image inspect --format '{{.Size}}' "$IMAGE")"
 note "image size: $((size_bytes / 1000000)) MB ($size_bytes bytes)"
-docker image prune -f >/dev/null   # dangling layers of earlier builds
+# Untagged layers of earlier builds, once a day old. Not sooner: the builder stages' layers are untagged too, and
+# they are the cache of the next build (a plain `docker image prune` would throw the compiled dependencies away).
+docker image prune -f --filter until=24h >/dev/null
 
 wait_healthy() {  # container name
   local status

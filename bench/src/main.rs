@@ -1,9 +1,9 @@
 //! `mobilenet-bench`: how close the server comes to the bare pipeline on this machine.
 //!
 //! For each variant, in one run:
-//! 1. the bare pipeline in-process ([`bare`]), before any server runs, so that it has the machine to itself:
-//!    one image at a time (the single-image time), then decoding overlapped with inference at each batch
-//!    size (the best one is its throughput);
+//! 1. the bare pipeline in-process ([`bare`]), while the server idles: one image at a time (the
+//!    single-image time), then decoding overlapped with inference at each batch size (the best of all of
+//!    these is the throughput the server is held to);
 //! 2. the server at saturation, closed loop over HTTP and over gRPC ([`load`]);
 //! 3. the server with one client, over both protocols.
 //!
@@ -12,6 +12,7 @@
 
 mod bare;
 mod load;
+mod machine;
 mod report;
 mod server;
 mod stats;
@@ -79,7 +80,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let duration = Duration::from_secs_f64(args.duration);
+    // Taken before any work, so that the load average shows what else was running.
+    let machine = machine::describe();
     let images = Arc::new(read_jpegs(&args.images)?);
     let repository = Repository::load(&args.model_repository, &args.models).with_context(|| {
         format!(
@@ -100,51 +102,13 @@ fn main() -> anyhow::Result<()> {
         args.duration
     );
 
-    // 1. Bare, with the machine to itself.
+    // The server starts first and idles while the bare pipeline of a variant runs; each variant's bare and
+    // server runs then follow each other closely, so that both see the same background load.
     let env = engine::environment(args.ort_dylib.as_deref())?;
-    let mut reports = Vec::new();
-    for variant in repository.variants {
-        let name = variant.config.name.clone();
-        let task = variant.config.task;
-        let knobs = config.knobs_for(&name)?;
-        eprintln!("bare {name}: intra-op threads {}", knobs.intra_op_threads);
-        let mut pipeline = bare::Bare::open(
-            &env,
-            variant,
-            knobs.intra_op_threads,
-            config.max_image_pixels,
-        )?;
-        let single = pipeline.measure_sequential(&images, duration / 2)?;
-        eprintln!(
-            "  one image at a time: p50 {:.1} ms",
-            single.per_batch.p50()
-        );
-        let mut runs = Vec::new();
-        for &b in args
-            .batch_sizes
-            .iter()
-            .filter(|&&b| b >= 1 && b <= knobs.max_batch_size)
-        {
-            let run =
-                pipeline.measure_pipelined(&images, b, config.decode_threads(), duration / 2)?;
-            eprintln!("  batch {b}: {:.1} img/s", run.images_per_s);
-            runs.push(run);
-        }
-        reports.push(ModelReport::new(
-            name,
-            task,
-            knobs.intra_op_threads,
-            config.decode_threads(),
-            single,
-            runs,
-        ));
-    }
-
-    // 2 and 3. The server, on a small runtime of its own so that the load generator stays light.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let reports = runtime.block_on(async {
         let mut server = match (&args.http_url, &args.grpc_url) {
             (Some(h), Some(g)) => server::Server::external(h.clone(), g.clone()),
             _ => server::Server::spawn(
@@ -159,70 +123,125 @@ fn main() -> anyhow::Result<()> {
             server.http_url, server.grpc_url
         );
         server.wait_ready(Duration::from_secs(300)).await?;
+        // The load generator shares this single-threaded runtime, so it stays light next to the server.
         let http = Client::connect(Protocol::Http, Some(&server.http_url)).await?;
         let grpc = Client::connect(Protocol::Grpc, Some(&server.grpc_url)).await?;
-        let warmup = Duration::from_secs_f64(args.warmup);
-        for report in &mut reports {
+        let mut reports = Vec::new();
+        for variant in repository.variants {
+            // Blocking this runtime is fine here: nothing else is in flight while the bare pipeline runs.
+            let mut report = measure_bare(&env, variant, &config, &args, &images)?;
             for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                let before = server.batch_totals(&report.model).await;
-                let run = load::closed_loop(
-                    client,
-                    report.task,
-                    &report.model,
-                    images.clone(),
-                    args.concurrency,
-                    warmup,
-                    duration,
-                )
-                .await;
-                let after = server.batch_totals(&report.model).await;
-                // Before the model's first batch its histogram is absent from /metrics: that is zero, not unknown.
-                let (s0, c0) = before.unwrap_or((0.0, 0.0));
-                let mean_batch = match after {
-                    Some((s1, c1)) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
-                    _ => None,
-                };
-                eprintln!(
-                    "  {} {protocol} x{}: {:.1} img/s",
-                    report.model, args.concurrency, run.images_per_s
-                );
-                report.saturated.push(ServerRun {
-                    protocol,
-                    run,
-                    mean_batch,
-                });
+                let run =
+                    measure_server(&server, client, &report, &args, &images, args.concurrency)
+                        .await;
+                report.saturated.push(run.with_protocol(protocol));
             }
             for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                let run = load::closed_loop(
-                    client,
-                    report.task,
-                    &report.model,
-                    images.clone(),
-                    1,
-                    warmup,
-                    duration,
-                )
-                .await;
-                eprintln!(
-                    "  {} {protocol} x1: p50 {:.1} ms",
-                    report.model,
-                    run.latency.p50()
-                );
-                report.single.push(ServerRun {
-                    protocol,
-                    run,
-                    mean_batch: None,
-                });
+                let run = measure_server(&server, client, &report, &args, &images, 1).await;
+                report.single.push(run.with_protocol(protocol));
             }
+            reports.push(report);
         }
-        anyhow::Ok(())
+        anyhow::Ok(reports)
     })?;
 
+    let command: Vec<String> = std::env::args().collect();
+    println!("Measured {machine}.\nCommand: `{}`.", command.join(" "));
     print!(
         "{}",
         report::markdown(&reports, args.concurrency, images.len())
     );
     Ok(())
+}
+
+/// The bare pipeline of one variant: one image at a time, then overlapped at each batch size.
+fn measure_bare(
+    env: &ort::environment::Environment,
+    variant: mobilenet_serve::repository::Variant,
+    config: &Config,
+    args: &Args,
+    images: &[Vec<u8>],
+) -> anyhow::Result<ModelReport> {
+    let duration = Duration::from_secs_f64(args.duration) / 2;
+    let (name, task) = (variant.config.name.clone(), variant.config.task);
+    let knobs = config.knobs_for(&name)?;
+    eprintln!(
+        "{name}: bare, intra-op threads {}, decode threads {}",
+        knobs.intra_op_threads,
+        config.decode_threads()
+    );
+    let mut pipeline = bare::Bare::open(
+        env,
+        variant,
+        knobs.intra_op_threads,
+        config.max_image_pixels,
+    )?;
+    let single = pipeline.measure_sequential(images, duration)?;
+    eprintln!(
+        "  one image at a time: {:.1} img/s, p50 {:.1} ms",
+        single.images_per_s,
+        single.per_batch.p50()
+    );
+    let mut runs = Vec::new();
+    for &b in args
+        .batch_sizes
+        .iter()
+        .filter(|&&b| b >= 1 && b <= knobs.max_batch_size)
+    {
+        let run = pipeline.measure_pipelined(images, b, config.decode_threads(), duration)?;
+        eprintln!("  overlapped, batch {b}: {:.1} img/s", run.images_per_s);
+        runs.push(run);
+    }
+    Ok(ModelReport::new(
+        name,
+        task,
+        knobs.intra_op_threads,
+        config.decode_threads(),
+        single,
+        runs,
+    ))
+}
+
+/// The server under `concurrency` closed-loop clients, with the mean batch size it formed meanwhile.
+async fn measure_server(
+    server: &server::Server,
+    client: &Client,
+    report: &ModelReport,
+    args: &Args,
+    images: &Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+) -> ServerRun {
+    let before = server.batch_totals(&report.model).await;
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let run = load::closed_loop(
+        client,
+        report.task,
+        &report.model,
+        images.clone(),
+        concurrency,
+        warmup,
+        duration,
+    )
+    .await;
+    let after = server.batch_totals(&report.model).await;
+    // Before the model's first batch its histogram is absent from /metrics: that is zero, not unknown.
+    let (s0, c0) = before.unwrap_or((0.0, 0.0));
+    let mean_batch = match after {
+        Some((s1, c1)) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
+        _ => None,
+    };
+    eprintln!(
+        "  server x{concurrency}: {:.1} img/s, p50 {:.1} ms, mean batch {}",
+        run.images_per_s,
+        run.latency.p50(),
+        mean_batch.map_or("-".into(), |b| format!("{b:.1}"))
+    );
+    ServerRun {
+        protocol: "",
+        run,
+        mean_batch,
+    }
 }
 
 /// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).

@@ -12,6 +12,12 @@ pub struct ServerRun {
     pub mean_batch: Option<f64>,
 }
 
+impl ServerRun {
+    pub fn with_protocol(self, protocol: &'static str) -> Self {
+        ServerRun { protocol, ..self }
+    }
+}
+
 pub struct ModelReport {
     pub model: String,
     pub task: Task,

@@ -54,6 +54,11 @@ def test_every_variant_follows_the_contract(repo):
         outputs = {o.name for o in model.graph.output}
         named = {k: v for k, v in cfg["output"].items() if k in ("scores", "boxes", "anchors", "map", "logits", "classes", "count")}
         assert set(named.values()) <= outputs, (name, named, outputs)
+        # The contract serves every score, box and logit output as float32; only class maps are integers.
+        float_outputs = {v for k, v in named.items() if k in ("scores", "boxes", "anchors", "logits")}
+        for o in model.graph.output:
+            if o.name in float_outputs:
+                assert o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, (name, o.name)
     assert not [p for p in root.iterdir() if p.name.startswith((".tmp-", ".old-"))], "half-written folders left"
 
 

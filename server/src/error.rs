@@ -46,8 +46,8 @@ pub enum Error {
     QueueFull { model: String },
     #[error("the request deadline passed before it could be served")]
     DeadlineExceeded,
-    #[error("the server is shutting down")]
-    Draining,
+    #[error("the models are still loading; retry shortly")]
+    NotReady,
     #[error("internal error")]
     Internal(String),
 }
@@ -111,7 +111,7 @@ impl Error {
                 C::DeadlineExceeded,
                 "deadline_exceeded",
             ),
-            Error::Draining => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "draining"),
+            Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "not_ready"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, C::Internal, "internal"),
         };
         ErrorParts { status, code, kind }

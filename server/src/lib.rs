@@ -120,10 +120,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference)
-        .serve_with_incoming_shutdown(
-            nodelay_incoming(listeners.grpc),
-            drain.wait(),
-        );
+        .serve_with_incoming_shutdown(nodelay_incoming(listeners.grpc), drain.wait());
     let serving = async {
         tokio::try_join!(async { http.await.context("HTTP server") }, async {
             grpc.await.context("gRPC server")
@@ -192,6 +189,15 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
             );
             defaults.insert(task, name.clone());
         }
+    }
+    for spec in &config.model_override {
+        let name = spec
+            .split_once(':')
+            .map_or(spec.as_str(), |(name, _)| name.trim());
+        anyhow::ensure!(
+            repository.variants.iter().any(|v| v.config.name == name),
+            "--model-override {spec:?} names no loaded variant"
+        );
     }
     let mut models = Vec::new();
     for variant in repository.variants {

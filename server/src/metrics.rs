@@ -15,7 +15,7 @@ pub const PHASE_DURATION_SECONDS: &str = "mobilenet_phase_duration_seconds";
 pub const BATCH_SIZE: &str = "mobilenet_batch_size";
 /// Requests waiting in a model's batcher, by `model`.
 pub const QUEUE_DEPTH: &str = "mobilenet_queue_depth";
-/// Requests refused at admission, by `model` and `reason` (queue_full, draining).
+/// Requests refused at admission, by `model` and `reason` (queue_full).
 pub const REJECTED_TOTAL: &str = "mobilenet_rejected_total";
 /// Admitted requests dropped before inference, by `model` and `reason` (cancelled, deadline_exceeded).
 pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";

@@ -174,10 +174,9 @@ impl Service {
         model_name: &mut String,
         phases: &mut Option<metrics::PhaseTimes>,
     ) -> Result<Answer> {
-        if self.is_draining() {
-            return Err(Error::Draining);
-        }
-        let router = self.router.get().ok_or(Error::Draining)?;
+        // No draining check here: the servers stop taking new requests on shutdown, and everything that got
+        // this far was accepted before it, so it is served in full.
+        let router = self.router.get().ok_or(Error::NotReady)?;
         let model = router.select(task, &request.selector)?;
         let variant = model.variant.clone();
         *model_name = variant.config.name.clone();

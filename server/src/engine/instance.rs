@@ -92,20 +92,28 @@ fn warm_up(session: &mut Session, ctx: &Context) -> anyhow::Result<()> {
         },
         Task::Segmentation => TaskOptions::Segment,
     };
-    let inputs = [&data];
     let name = &ctx.variant.config.name;
-    let outputs = run_session(session, &ctx.variant, &inputs)
-        .map_err(|e| anyhow::anyhow!("{name}: warm-up: {e}"))?;
-    let rows = collect_rows(&outputs, &ctx.variant.config.output, 1)
-        .map_err(|e| anyhow::anyhow!("{name}: warm-up: {e}"))?;
-    postprocess::decode(
-        &ctx.variant.config.output,
-        &ctx.variant.labels,
-        &rows[0],
-        options,
-    )
-    .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
-    let _ = ctx.max_batch_size;
+    // A single image, then two when batching is on: the second run proves the batch dimension really is
+    // symbolic and that outputs split per request, at load rather than under the first concurrent load.
+    for batch in [1, ctx.max_batch_size.min(2)]
+        .into_iter()
+        .filter(|&b| b >= 1)
+    {
+        let inputs = vec![&data; batch];
+        let outputs = run_session(session, &ctx.variant, &inputs)
+            .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
+        let rows = collect_rows(&outputs, &ctx.variant.config.output, batch)
+            .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
+        for row in &rows {
+            postprocess::decode(
+                &ctx.variant.config.output,
+                &ctx.variant.labels,
+                row,
+                options,
+            )
+            .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
+        }
+    }
     Ok(())
 }
 

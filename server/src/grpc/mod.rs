@@ -238,7 +238,7 @@ impl Inference for GrpcService {
         &self,
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let router = self.service.router().ok_or(Error::Draining)?;
+        let router = self.service.router().ok_or(Error::NotReady)?;
         let models = router
             .models()
             .iter()

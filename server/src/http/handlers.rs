@@ -149,7 +149,7 @@ fn answer_headers(answer: &Answer) -> HeaderMap {
 }
 
 pub async fn models(State(state): State<AppState>) -> Result<Response> {
-    let router = state.service.router().ok_or(Error::Draining)?;
+    let router = state.service.router().ok_or(Error::NotReady)?;
     let models: Vec<_> = router
         .models()
         .iter()

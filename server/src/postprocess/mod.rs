@@ -152,17 +152,12 @@ pub fn decode(
             },
             TaskOptions::Classify { top_k },
         ) => {
-            let scores = match outputs[0].values {
-                Values::F32(v) => std::borrow::Cow::Borrowed(v),
-                // A uint8 softmax output follows the TFLite quantisation rule for softmax (scale 1/256, zero
-                // point 0), which is what the dequantised TFLite classifiers of the repository emit.
-                Values::U8(v) => {
-                    std::borrow::Cow::Owned(v.iter().map(|&q| f32::from(q) / 256.0).collect())
-                }
-                _ => return Err(bad_output("scores are neither float32 nor uint8")),
+            // The repository contract serves every score output as float32 (REPOSITORY.md).
+            let Values::F32(scores) = outputs[0].values else {
+                return Err(bad_output("classification scores are not float32"));
             };
             Ok(Decoded::Classes(classify::top_k(
-                &scores,
+                scores,
                 *activation,
                 *background_index,
                 top_k,
