@@ -9,4 +9,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mobilenet_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mobilenet_descriptor.bin"));
