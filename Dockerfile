@@ -61,10 +61,12 @@ RUN cargo build --release --locked -p mobilenet-serve --target "$(cat /rust-targ
 COPY --from=planner /sources ./
 # COPY keeps the context's modification times, which can be older than the stubs: make cargo see the real code.
 # The line tables of the release profile are stripped from the image's copy (symbols stay, for backtraces).
+# Dropping target/ keeps this layer small: the cache worth keeping is the dependency layer above.
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
     && cargo build --release --locked -p mobilenet-serve --target "$(cat /rust-target)" \
     && install -D "target/$(cat /rust-target)/release/mobilenet-serve" /out/mobilenet-serve \
-    && "$(sed 's/-unknown-/-/' /rust-target)-strip" --strip-debug /out/mobilenet-serve
+    && "$(sed 's/-unknown-/-/' /rust-target)-strip" --strip-debug /out/mobilenet-serve \
+    && rm -rf target
 
 # ---------------------------------------------------------------------------------------------------------------
 # hadolint ignore=DL3029

@@ -18,6 +18,7 @@ use anyhow::anyhow;
 use mobilenet_serve::batching::{Batch, ModelLoad};
 use mobilenet_serve::engine::instance::{self, Context};
 use mobilenet_serve::imaging::{self, InputData, Prepared};
+use mobilenet_serve::options;
 use mobilenet_serve::postprocess::{self, Decoded, TaskOptions, segment};
 use mobilenet_serve::repository::{Task, Variant};
 use ort::environment::Environment;
@@ -59,12 +60,8 @@ impl Bare {
         let session = instance::build_session(&context)?;
         // The server's defaults for requests that set no options (README), so both do the same work.
         let options = match context.variant.config.task {
-            Task::Classification => TaskOptions::Classify { top_k: 5 },
-            Task::Detection => TaskOptions::Detect {
-                score_threshold: 0.4,
-                iou_threshold: 0.5,
-                max_detections: 100,
-            },
+            Task::Classification => options::classify(None)?,
+            Task::Detection => options::detect(None, None, None)?,
             Task::Segmentation => TaskOptions::Segment,
         };
         Ok(Bare {

@@ -89,9 +89,11 @@ impl Error {
                 C::InvalidArgument,
                 "image_too_large",
             ),
+            // OUT_OF_RANGE is what tonic itself answers for a message over `max_decoding_message_size`, so
+            // an oversized body gets the same code whichever layer notices it.
             Error::BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                C::InvalidArgument,
+                C::OutOfRange,
                 "body_too_large",
             ),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, C::InvalidArgument, "bad_request"),

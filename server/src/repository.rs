@@ -229,16 +229,18 @@ impl Repository {
             "unsupported repository format {}",
             index.format
         );
-        for name in only {
+        // `MODELS=` (set but empty) and stray commas give empty names: they select nothing.
+        let only: Vec<&String> = only.iter().filter(|n| !n.trim().is_empty()).collect();
+        for name in &only {
             anyhow::ensure!(
-                index.variants.contains(name),
+                index.variants.contains(*name),
                 "variant {name} is not in {}",
                 index_path.display()
             );
         }
         let mut variants = Vec::new();
         for name in &index.variants {
-            if !only.is_empty() && !only.contains(name) {
+            if !only.is_empty() && !only.contains(&name) {
                 continue;
             }
             variants.push(

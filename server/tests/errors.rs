@@ -233,6 +233,13 @@ async fn grpc_maps_the_same_errors() {
         client.segment(bad_format).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    // Over --max-body-bytes: tonic refuses the message before it reaches the service, with the code that
+    // Error::BodyTooLarge maps to.
+    let status = client
+        .classify(classify(image("grace_hopper.bmp"), "", None))
+        .await
+        .expect_err("must fail");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     let ok = client
         .classify(classify(image("cat.bmp"), "", Some(1)))
         .await
@@ -302,4 +309,139 @@ async fn grpc_reflection_lists_the_services() {
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "{names:?}"
     );
+}
+
+/// A PNG of `image`, 8 or 16 bits, any colour type.
+fn png(image: image::DynamicImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// Odd but valid images are served, not refused or crashed on: 1x1, 1-pixel-wide strips, grey, grey+alpha,
+/// RGBA, 16-bit and a CMYK JPEG, for classification and for segmentation (whose mask is resized back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_but_valid_images_are_served() {
+    use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    let images = [
+        (
+            "1x1",
+            png(DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
+                1,
+                1,
+                Rgb([255, 0, 0]),
+            ))),
+        ),
+        (
+            "1x300",
+            png(DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
+                1,
+                300,
+                Rgb([9, 9, 9]),
+            ))),
+        ),
+        (
+            "grey",
+            png(DynamicImage::ImageLuma8(ImageBuffer::from_pixel(
+                40,
+                30,
+                Luma([128]),
+            ))),
+        ),
+        (
+            "grey+alpha",
+            png(DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(
+                40,
+                30,
+                LumaA([128, 7]),
+            ))),
+        ),
+        (
+            "rgba",
+            png(DynamicImage::ImageRgba8(ImageBuffer::from_pixel(
+                40,
+                30,
+                Rgba([1, 2, 3, 4]),
+            ))),
+        ),
+        (
+            "grey16",
+            png(DynamicImage::ImageLuma16(ImageBuffer::from_pixel(
+                40,
+                30,
+                Luma([40_000]),
+            ))),
+        ),
+        (
+            "rgb16",
+            png(DynamicImage::ImageRgb16(ImageBuffer::from_pixel(
+                40,
+                30,
+                Rgb([60_000, 1, 300]),
+            ))),
+        ),
+        ("cmyk", include_bytes!("data/cmyk.jpg").to_vec()),
+    ];
+    for (name, bytes) in images {
+        for path in ["/v1/classify", "/v1/segment"] {
+            let r = post(path)
+                .multipart(form(bytes.clone(), "x"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{name} on {path}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+}
+
+/// A header claiming 2^31-1 x 1 pixels is over the pixel limit (413 `image_too_large`, gRPC
+/// INVALID_ARGUMENT), not an "out of memory" decode error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_header_is_over_the_pixel_limit() {
+    let mut bomb = png(image::DynamicImage::ImageRgb8(
+        image::ImageBuffer::from_pixel(1, 1, image::Rgb([0, 0, 0])),
+    ));
+    // IHDR: width at bytes 16..20, the chunk's CRC over bytes 12..29 at 29..33.
+    bomb[16..20].copy_from_slice(&(i32::MAX as u32).to_be_bytes());
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    expect(
+        post("/v1/classify").multipart(form(bomb.clone(), "bomb.png")),
+        413,
+        "image_too_large",
+    )
+    .await;
+    let mut client = server().grpc_client().await;
+    let status = client
+        .classify(pb::ClassifyRequest {
+            image: bomb,
+            model: None,
+            top_k: None,
+        })
+        .await
+        .expect_err("must fail");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("over the limit"), "{status:?}");
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

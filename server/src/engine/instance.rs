@@ -50,7 +50,14 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
             .unwrap_or_else(|p| p.into_inner())
             .blocking_recv();
         let Some(batch) = next else { break };
-        run_batch(&mut session, &ctx.variant, batch);
+        // A panic while serving one batch (a bug, or a model output config.json did not foresee) must not
+        // take the model down: its jobs are dropped, so their clients get a 500, and the thread serves on.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&mut session, &ctx.variant, batch)
+        }));
+        if served.is_err() {
+            tracing::error!(model = %name, "a batch panicked; its requests failed, the model serves on");
+        }
         ctx.load.batch_done();
     }
     tracing::debug!(model = %name, "model thread stopped");
@@ -191,56 +198,45 @@ pub fn run_session<'s>(
         return Err("input size does not match the model".into());
     }
     let name = spec.name.as_str();
-    let err = |e: ort::Error| e.to_string();
     match spec.dtype {
-        InputDtype::Uint8 => {
-            let joined;
-            let data: &[u8] = match inputs {
-                [InputData::U8(one)] => one,
-                _ => {
-                    joined = concat(inputs, |i| {
-                        if let InputData::U8(v) = i {
-                            Some(&v[..])
-                        } else {
-                            None
-                        }
-                    })?;
-                    &joined
-                }
-            };
-            let tensor = TensorRef::from_array_view((shape, data)).map_err(err)?;
-            session.run(ort::inputs![name => tensor]).map_err(err)
-        }
-        InputDtype::Float32 => {
-            let joined;
-            let data: &[f32] = match inputs {
-                [InputData::F32(one)] => one,
-                _ => {
-                    joined = concat(inputs, |i| {
-                        if let InputData::F32(v) = i {
-                            Some(&v[..])
-                        } else {
-                            None
-                        }
-                    })?;
-                    &joined
-                }
-            };
-            let tensor = TensorRef::from_array_view((shape, data)).map_err(err)?;
-            session.run(ort::inputs![name => tensor]).map_err(err)
-        }
+        InputDtype::Uint8 => feed(session, name, shape, inputs, |i| match i {
+            InputData::U8(v) => Some(&v[..]),
+            _ => None,
+        }),
+        InputDtype::Float32 => feed(session, name, shape, inputs, |i| match i {
+            InputData::F32(v) => Some(&v[..]),
+            _ => None,
+        }),
     }
 }
 
-fn concat<'a, T: Copy + 'a>(
+/// Runs the session on `inputs` as one `shape` tensor of `T`; `get` is each input's data when its dtype is `T`.
+fn feed<'s, 'a, T>(
+    session: &'s mut Session,
+    name: &str,
+    shape: [usize; 4],
     inputs: &[&'a InputData],
     get: impl Fn(&'a InputData) -> Option<&'a [T]>,
-) -> Result<Vec<T>, String> {
-    let mut out = Vec::with_capacity(inputs.iter().map(|i| i.len()).sum());
-    for input in inputs {
-        out.extend_from_slice(get(input).ok_or("input dtype does not match the model")?);
-    }
-    Ok(out)
+) -> Result<SessionOutputs<'s>, String>
+where
+    T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Copy + 'static,
+{
+    const WRONG_DTYPE: &str = "input dtype does not match the model";
+    let joined: Vec<T>;
+    let data: &[T] = match inputs {
+        [one] => get(one).ok_or(WRONG_DTYPE)?,
+        _ => {
+            let mut out = Vec::with_capacity(inputs.iter().map(|i| i.len()).sum());
+            for input in inputs {
+                out.extend_from_slice(get(input).ok_or(WRONG_DTYPE)?);
+            }
+            joined = out;
+            &joined
+        }
+    };
+    let err = |e: ort::Error| e.to_string();
+    let tensor = TensorRef::from_array_view((shape, data)).map_err(err)?;
+    session.run(ort::inputs![name => tensor]).map_err(err)
 }
 
 /// Per request, its rows of every output named by the spec (in spec order).

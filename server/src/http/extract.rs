@@ -58,10 +58,11 @@ pub async fn image(request: Request, limit: usize) -> Result<Bytes> {
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| body_error(e, limit))?;
-    match (bytes.is_empty(), raw_type) {
-        (true, _) => Err(Error::MissingImage),
-        // A body without a content type: let the decoder judge it by its magic bytes.
-        (false, _) => Ok(bytes),
+    // A body without a content type is let through: the decoder judges it by its magic bytes.
+    if bytes.is_empty() {
+        Err(Error::MissingImage)
+    } else {
+        Ok(bytes)
     }
 }
 

@@ -2,7 +2,7 @@
 //! read from the header, and only an image under the pixel limit is fully decoded.
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::{DynamicImage, ImageReader};
 
 use super::RgbImage;
 use crate::error::{Error, Result};
@@ -40,13 +40,11 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
             "truncated JPEG: no end-of-image marker after the last scan".into(),
         ));
     }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    // The pixel guard below is the real limit; this only stops the decoder allocating absurd buffers.
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(invalid)?;
-    let (width, height) = decoder.dimensions();
+    // The dimensions come from the header alone, read without allocation limits: with them the decoder
+    // refuses a huge header as "needs more memory", and the client would not learn it is over the pixel limit.
+    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
+    header.no_limits();
+    let (width, height) = header.into_dimensions().map_err(invalid)?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(Error::ImageTooLarge {
@@ -57,6 +55,12 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     if pixels == 0 {
         return Err(Error::InvalidImage("the image has no pixels".into()));
     }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // The pixel guard above is the real limit; this only stops the decoder allocating absurd buffers.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(invalid)?;
     let image = DynamicImage::from_decoder(decoder).map_err(invalid)?;
     let rgb = match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
@@ -116,6 +120,34 @@ mod tests {
             decode_rgb(&png_bytes(10, 10), 99),
             Err(Error::ImageTooLarge { pixels: 100, .. })
         ));
+    }
+
+    #[test]
+    fn a_huge_header_is_over_the_pixel_limit_not_out_of_memory() {
+        // A valid PNG header claiming 2^31-1 x 1 pixels, with no image data behind it.
+        let mut png = png_bytes(1, 1);
+        png[16..20].copy_from_slice(&(i32::MAX as u32).to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            decode_rgb(&png, 40_000_000),
+            Err(Error::ImageTooLarge { pixels, .. }) if pixels == i32::MAX as u64
+        ));
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     #[test]
