@@ -30,7 +30,7 @@ pub enum Error {
     BodyTooLarge { limit: usize },
     #[error("malformed request: {0}")]
     BadRequest(String),
-    #[error("unknown model {0:?}; GET /v1/models lists them")]
+    #[error("unknown model {0:?}; GET /v1/models (gRPC: ListModels) lists them")]
     UnknownModel(String),
     #[error("model {model:?} does {actual}, not {expected}")]
     WrongTask {
@@ -48,6 +48,12 @@ pub enum Error {
     DeadlineExceeded,
     #[error("the models are still loading; retry shortly")]
     NotReady,
+    #[error(
+        "no such endpoint: {method} {path} (see README: /v1/classify, /v1/detect, /v1/segment, /v1/models)"
+    )]
+    UnknownRoute { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -114,6 +120,14 @@ impl Error {
                 "deadline_exceeded",
             ),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "not_ready"),
+            Error::UnknownRoute { .. } => {
+                (StatusCode::NOT_FOUND, C::Unimplemented, "unknown_route")
+            }
+            Error::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                C::Unimplemented,
+                "method_not_allowed",
+            ),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, C::Internal, "internal"),
         };
         ErrorParts { status, code, kind }

@@ -189,6 +189,13 @@ async fn unknown_model_wrong_task_bad_options() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_paths_and_methods_get_json_errors() {
+    expect(post("/v1/classifyy"), 404, "unknown_route").await;
+    let get = reqwest::Client::new().get(server().url("/v1/classify"));
+    expect(get, 405, "method_not_allowed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_maps_the_same_errors() {
     let mut client = server().grpc_client().await;
     let classify = |image: Vec<u8>, model: &str, top_k: Option<u32>| pb::ClassifyRequest {

@@ -172,6 +172,20 @@ pub async fn models(State(state): State<AppState>) -> Result<Response> {
     Ok(Json(json!({ "models": models })).into_response())
 }
 
+pub async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::UnknownRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
 pub async fn healthz() -> Response {
     Json(json!({"status": "alive"})).into_response()
 }

@@ -32,6 +32,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
+        // Wrong paths and methods answer in the same JSON error shape as everything else.
+        .fallback(handlers::unknown_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         // Multipart reads honour this limit; raw bodies are read with the same limit in `extract`.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
