@@ -2,9 +2,10 @@
 //!
 //! For each variant, in one run:
 //! 1. the bare pipeline in-process ([`bare`]), while the server idles: one image at a time (the
-//!    single-image time), then decoding overlapped with inference at each batch size (the best of all of
-//!    these is the throughput the server is held to);
-//! 2. the server at saturation, closed loop over HTTP and over gRPC ([`load`]);
+//!    single-image time);
+//! 2. `--rounds` rounds, each of: the bare pipeline with decoding overlapped with inference at each batch
+//!    size, then the server at saturation, closed loop over HTTP and over gRPC ([`load`]). Each case's median
+//!    over the rounds is reported, and the best bare batch size's median is what the server is held to;
 //! 3. the server with one client, over both protocols.
 //!
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
@@ -50,8 +51,13 @@ struct Args {
     )]
     models: Vec<String>,
     /// Seconds measured per case (each server run, and each bare batch size gets half of it).
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 4.0)]
     duration: f64,
+    /// Rounds of (bare at every batch size, server over HTTP, server over gRPC) per variant. The tables give
+    /// each case's median over the rounds, and its range, so one noisy run on a shared machine neither makes
+    /// nor breaks a ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Seconds of load before each server measurement starts counting.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -129,12 +135,24 @@ fn main() -> anyhow::Result<()> {
         let mut reports = Vec::new();
         for variant in repository.variants {
             // Blocking this runtime is fine here: nothing else is in flight while the bare pipeline runs.
-            let mut report = measure_bare(&env, variant, &config, &args, &images)?;
-            for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                let run =
-                    measure_server(&server, client, &report, &args, &images, args.concurrency)
-                        .await;
-                report.saturated.push(run.with_protocol(protocol));
+            let (mut pipeline, mut report) = open_bare(&env, variant, &config, &args, &images)?;
+            // Bare and server runs alternate, so that a burst of background load hits one round of each
+            // rather than all of one side.
+            for round in 1..=args.rounds {
+                eprintln!("  round {round}/{}", args.rounds);
+                report.bare.extend(measure_bare(
+                    &mut pipeline,
+                    &report,
+                    &config,
+                    &args,
+                    &images,
+                )?);
+                for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
+                    let run =
+                        measure_server(&server, client, &report, &args, &images, args.concurrency)
+                            .await;
+                    report.saturated.push(run.with_protocol(protocol));
+                }
             }
             for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
                 let run = measure_server(&server, client, &report, &args, &images, 1).await;
@@ -149,19 +167,19 @@ fn main() -> anyhow::Result<()> {
     println!("Measured {machine}.\nCommand: `{}`.", command.join(" "));
     print!(
         "{}",
-        report::markdown(&reports, args.concurrency, images.len())
+        report::markdown(&reports, args.concurrency, images.len(), args.rounds)
     );
     Ok(())
 }
 
-/// The bare pipeline of one variant: one image at a time, then overlapped at each batch size.
-fn measure_bare(
+/// Opens the bare pipeline of one variant and measures it one image at a time (the latency floor).
+fn open_bare(
     env: &ort::environment::Environment,
     variant: mobilenet_serve::repository::Variant,
     config: &Config,
     args: &Args,
     images: &[Vec<u8>],
-) -> anyhow::Result<ModelReport> {
+) -> anyhow::Result<(bare::Bare, ModelReport)> {
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let (name, task) = (variant.config.name.clone(), variant.config.task);
     let knobs = config.knobs_for(&name)?;
@@ -182,24 +200,37 @@ fn measure_bare(
         single.images_per_s,
         single.per_batch.p50()
     );
+    let report = ModelReport::new(
+        name,
+        task,
+        knobs.intra_op_threads,
+        knobs.max_batch_size,
+        config.decode_threads(),
+        single,
+    );
+    Ok((pipeline, report))
+}
+
+/// One round of the bare pipeline with decoding overlapped with inference, at each batch size.
+fn measure_bare(
+    pipeline: &mut bare::Bare,
+    report: &ModelReport,
+    config: &Config,
+    args: &Args,
+    images: &[Vec<u8>],
+) -> anyhow::Result<Vec<bare::BatchRun>> {
+    let duration = Duration::from_secs_f64(args.duration) / 2;
     let mut runs = Vec::new();
     for &b in args
         .batch_sizes
         .iter()
-        .filter(|&&b| b >= 1 && b <= knobs.max_batch_size)
+        .filter(|&&b| b >= 1 && b <= report.max_batch_size)
     {
         let run = pipeline.measure_pipelined(images, b, config.decode_threads(), duration)?;
         eprintln!("  overlapped, batch {b}: {:.1} img/s", run.images_per_s);
         runs.push(run);
     }
-    Ok(ModelReport::new(
-        name,
-        task,
-        knobs.intra_op_threads,
-        config.decode_threads(),
-        single,
-        runs,
-    ))
+    Ok(runs)
 }
 
 /// The server under `concurrency` closed-loop clients, with the mean batch size it formed meanwhile.

@@ -22,13 +22,52 @@ pub struct ModelReport {
     pub model: String,
     pub task: Task,
     pub intra_op_threads: usize,
+    pub max_batch_size: usize,
     pub decode_threads: usize,
     /// One image at a time, decode then inference.
     pub sequential: BatchRun,
-    /// Decoding overlapped with inference, per batch size.
+    /// Decoding overlapped with inference: every round at every batch size.
     pub bare: Vec<BatchRun>,
+    /// Every round over every protocol.
     pub saturated: Vec<ServerRun>,
     pub single: Vec<ServerRun>,
+}
+
+/// The median of a case's rounds, and their range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` without values. With an even count the median is the mean of the middle two.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+        v.sort_by(f64::total_cmp);
+        let (first, last) = (*v.first()?, *v.last()?);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: first,
+            max: last,
+        })
+    }
+
+    /// `175` for one round, `175 (168–180)` for several.
+    fn show(&self, rounds: u32) -> String {
+        if rounds > 1 {
+            format!("{} ({}–{})", fmt(self.median), fmt(self.min), fmt(self.max))
+        } else {
+            fmt(self.median)
+        }
+    }
 }
 
 impl ModelReport {
@@ -36,32 +75,61 @@ impl ModelReport {
         model: String,
         task: Task,
         intra_op_threads: usize,
+        max_batch_size: usize,
         decode_threads: usize,
         sequential: BatchRun,
-        bare: Vec<BatchRun>,
     ) -> Self {
         ModelReport {
             model,
             task,
             intra_op_threads,
+            max_batch_size,
             decode_threads,
             sequential,
-            bare,
+            bare: Vec::new(),
             saturated: Vec::new(),
             single: Vec::new(),
         }
     }
 
-    /// The bare run with the highest throughput, sequential or pipelined: the server is held to the better.
-    fn best(&self) -> (&BatchRun, &'static str) {
-        let pipelined = self
-            .bare
-            .iter()
-            .max_by(|a, b| a.images_per_s.total_cmp(&b.images_per_s));
-        match pipelined {
-            Some(p) if p.images_per_s >= self.sequential.images_per_s => (p, "overlapped"),
-            _ => (&self.sequential, "sequential"),
-        }
+    /// The overlapped bare pipeline's rounds at batch size `b`.
+    fn bare_at(&self, b: usize) -> Option<Spread> {
+        Spread::of(
+            self.bare
+                .iter()
+                .filter(|r| r.batch_size == b)
+                .map(|r| r.images_per_s),
+        )
+    }
+
+    fn batch_sizes(&self) -> Vec<usize> {
+        let mut sizes: Vec<usize> = self.bare.iter().map(|b| b.batch_size).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
+    /// The bare case with the highest median throughput, sequential or overlapped at some batch size: the
+    /// server is held to the better. Returns its throughput, how it ran, and its batch size.
+    fn best(&self) -> (Spread, &'static str, usize) {
+        let sequential = Spread::of([self.sequential.images_per_s]).unwrap_or(Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+        });
+        self.batch_sizes()
+            .into_iter()
+            .filter_map(|b| Some((self.bare_at(b)?, "overlapped", b)))
+            .max_by(|a, b| a.0.median.total_cmp(&b.0.median))
+            .filter(|(s, _, _)| s.median >= sequential.median)
+            .unwrap_or((sequential, "sequential", 1))
+    }
+
+    /// The saturated server's rounds over `protocol`: throughput and mean batch size.
+    fn server(&self, protocol: &str) -> Option<(Spread, Option<Spread>)> {
+        let runs = || self.saturated.iter().filter(|s| s.protocol == protocol);
+        let throughput = Spread::of(runs().map(|s| s.run.images_per_s))?;
+        Some((throughput, Spread::of(runs().filter_map(|s| s.mean_batch))))
     }
 
     /// The issue's throughput target: 0.90 of bare for classification, 0.85 for the heavier tasks.
@@ -80,9 +148,9 @@ fn verdict(ratio: f64, ok: bool) -> String {
     if ratio.is_nan() {
         "-".into()
     } else if ok {
-        format!("{ratio:.2}")
+        format!("{ratio:.3}")
     } else {
-        format!("**{ratio:.2}**")
+        format!("**{ratio:.3}**")
     }
 }
 
@@ -93,28 +161,34 @@ fn errors(run: &LoadRun) -> String {
     }
 }
 
-pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize) -> String {
+pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, rounds: u32) -> String {
     let mut out = String::new();
+    let of_rounds = if rounds > 1 {
+        format!(", median of {rounds} rounds (range)")
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "\n### Throughput at saturation ({concurrency} closed-loop clients, {images} JPEGs in turn)\n\n\
+        "\n### Throughput at saturation ({concurrency} closed-loop clients, {images} JPEGs in turn{of_rounds})\n\n\
          | variant | best bare img/s | HTTP img/s | HTTP / bare | gRPC img/s | gRPC / bare | mean batch HTTP / gRPC | target |\n\
          |---|---|---|---|---|---|---|---|\n"
     ));
     let mut notes = Vec::new();
     for r in reports {
-        let (best, how) = r.best();
+        let (best, how, batch) = r.best();
         let target = r.throughput_target();
-        let mut cells = vec![format!(
-            "{} ({how}, batch {})",
-            fmt(best.images_per_s),
-            best.batch_size
-        )];
+        let mut cells = vec![format!("{} ({how}, batch {batch})", best.show(rounds))];
         let mut batches = Vec::new();
-        for s in &r.saturated {
-            let ratio = s.run.images_per_s / best.images_per_s;
-            cells.push(fmt(s.run.images_per_s));
+        for protocol in ["HTTP", "gRPC"] {
+            let Some((throughput, mean_batch)) = r.server(protocol) else {
+                continue;
+            };
+            let ratio = throughput.median / best.median;
+            cells.push(throughput.show(rounds));
             cells.push(verdict(ratio, ratio >= target));
-            batches.push(s.mean_batch.map_or("-".into(), |b| format!("{b:.1}")));
+            batches.push(mean_batch.map_or("-".into(), |b| format!("{:.1}", b.median)));
+        }
+        for s in &r.saturated {
             if !errors(&s.run).is_empty() {
                 notes.push(format!("{} {}{}", r.model, s.protocol, errors(&s.run)));
             }
@@ -158,15 +232,13 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize) -> S
         }
         out.push_str(&format!("| {} | {} |\n", r.model, cells.join(" | ")));
     }
-    out.push_str(
-        "\n### Bare pipeline (img/s): one image at a time, and decoding overlapped with inference by batch size\n\n\
+    out.push_str(&format!(
+        "\n### Bare pipeline (img/s{}): one image at a time, and decoding overlapped with inference by batch size\n\n\
          | variant | intra-op / decode threads | sequential |",
-    );
+        if rounds > 1 { ", overlapped: median of the rounds" } else { "" }
+    ));
     let sizes: Vec<usize> = {
-        let mut s: Vec<usize> = reports
-            .iter()
-            .flat_map(|r| r.bare.iter().map(|b| b.batch_size))
-            .collect();
+        let mut s: Vec<usize> = reports.iter().flat_map(|r| r.batch_sizes()).collect();
         s.sort_unstable();
         s.dedup();
         s
@@ -183,12 +255,8 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize) -> S
             r.decode_threads,
             fmt(r.sequential.images_per_s)
         ));
-        for b in &sizes {
-            let cell = r
-                .bare
-                .iter()
-                .find(|x| x.batch_size == *b)
-                .map_or("-".into(), |x| fmt(x.images_per_s));
+        for &b in &sizes {
+            let cell = r.bare_at(b).map_or("-".into(), |x| fmt(x.median));
             out.push_str(&format!(" {cell} |"));
         }
         out.push('\n');
@@ -210,5 +278,22 @@ fn fmt(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_median_and_range() {
+        let s = Spread::of([180.0, 170.0, 175.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (175.0, 170.0, 180.0));
+        let even = Spread::of([4.0, 1.0, 3.0, 2.0]).unwrap();
+        assert_eq!(even.median, 2.5);
+        assert_eq!(Spread::of([f64::NAN, 2.0]).unwrap().median, 2.0);
+        assert!(Spread::of(std::iter::empty()).is_none());
+        assert_eq!(s.show(3), "175 (170–180)");
+        assert_eq!(s.show(1), "175");
     }
 }

@@ -145,12 +145,19 @@ impl Service {
     /// Serves one request and records it in the metrics, whatever the outcome.
     pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
-        let protocol = request.protocol;
+        let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
-        let result = self
-            .infer_inner(task, request, start, &mut model_name, &mut phases)
-            .await;
+        let inner = self.infer_inner(task, request, start, &mut model_name, &mut phases);
+        // The batcher drops a request whose deadline passes while it is queued; this answers one that passes
+        // anywhere else (decoding, inference) on time too. Giving up drops the reply channel, so a job still
+        // queued is skipped as cancelled.
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), inner)
+                .await
+                .unwrap_or(Err(Error::DeadlineExceeded)),
+            None => inner.await,
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.parts().kind,

@@ -171,6 +171,16 @@ async fn unknown_model_wrong_task_bad_options() {
         "bad_option",
     )
     .await;
+    for timeout in ["soon", "0", "-5"] {
+        expect(
+            post("/v1/classify")
+                .header("x-request-timeout-ms", timeout)
+                .multipart(cat()),
+            400,
+            "bad_option",
+        )
+        .await;
+    }
     expect(
         post("/v1/classify?topk=3").multipart(cat()),
         400,

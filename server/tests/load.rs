@@ -222,6 +222,44 @@ async fn expired_grpc_deadline_is_dropped_or_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_request_timeout_is_honoured() {
+    let server = server();
+    let send = |timeout_ms: &'static str| {
+        reqwest::Client::new()
+            .post(server.url("/v1/classify"))
+            .header("x-request-timeout-ms", timeout_ms)
+            .multipart(form(image("cat.bmp"), "cat.bmp"))
+            .send()
+    };
+    let before = deadline_outcomes(&server.metrics().await);
+    // Decoding a 640x480 BMP and one inference take several milliseconds: 1 ms cannot be met.
+    let r = send("1").await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["kind"], "deadline_exceeded", "{body}");
+    assert_eq!(
+        deadline_outcomes(&server.metrics().await),
+        before + 1.0,
+        "the expired request is counted with outcome deadline_exceeded"
+    );
+    // A deadline that can be met changes nothing.
+    let r = send("60000").await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn deadline_outcomes(metrics: &str) -> f64 {
+    metric_value(
+        metrics,
+        "mobilenet_requests_total",
+        &[
+            ("model", MODEL),
+            ("protocol", "http"),
+            ("outcome", "deadline_exceeded"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_every_series() {
     let server = server();
     let r = reqwest::Client::new()

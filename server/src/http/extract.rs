@@ -1,7 +1,9 @@
 //! Getting the image and the options out of an HTTP request, with errors that say what was wrong.
+use std::time::{Duration, Instant};
+
 use axum::{
     extract::{FromRequest, Multipart, Request},
-    http::header::CONTENT_TYPE,
+    http::{HeaderMap, header::CONTENT_TYPE},
 };
 use bytes::Bytes;
 
@@ -64,6 +66,31 @@ pub async fn image(request: Request, limit: usize) -> Result<Bytes> {
     } else {
         Ok(bytes)
     }
+}
+
+/// The header that gives an HTTP request a deadline, as `grpc-timeout` does for gRPC: milliseconds from now.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// The request's deadline from [`TIMEOUT_HEADER`], if it sets one.
+pub fn deadline(headers: &HeaderMap) -> Result<Option<Instant>> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| Error::BadOption {
+        name: TIMEOUT_HEADER,
+        reason: reason.to_owned(),
+    };
+    let ms: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| bad("must be a whole number of milliseconds"))?;
+    if ms == 0 {
+        return Err(bad("must be at least 1"));
+    }
+    // Far-future deadlines are as good as none; capping keeps `Instant` arithmetic from overflowing.
+    let ms = ms.min(24 * 3600 * 1000);
+    Ok(Some(Instant::now() + Duration::from_millis(ms)))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> Error {

@@ -51,8 +51,11 @@ async fn infer(
         Task::Detection => &["score_threshold", "iou_threshold", "max_detections"],
         Task::Segmentation => &["format"],
     };
-    // The body is read first: answering before reading it would break the client's upload mid-way.
+    // Read before the body, which the extractor consumes; judged after it, because answering before the
+    // upload is read would break the client's upload mid-way.
+    let deadline = extract::deadline(request.headers());
     let image = extract::image(request, state.max_body_bytes).await?;
+    let deadline = deadline?;
     let allowed: Vec<&str> = SELECTOR_KEYS.iter().chain(task_keys).copied().collect();
     let q = QueryOptions::parse(query.as_deref(), &allowed)?;
     let selector = options::selector(
@@ -90,7 +93,7 @@ async fn infer(
         selector,
         options: task_options,
         png,
-        deadline: None,
+        deadline,
         protocol: Protocol::Http,
     };
     let answer = state.service.infer(task, request).await?;
