@@ -41,8 +41,12 @@ if (!LOOPBACK.test(HTTP_URL) || !LOOPBACK.test(GRPC_ADDR)) {
 if (!(TASK in RATES)) throw new Error(`TASK must be classify, detect or segment, not ${TASK}`);
 if (PROTOCOL !== 'http' && PROTOCOL !== 'grpc') throw new Error(`PROTOCOL must be http or grpc, not ${PROTOCOL}`);
 const RATE = parseFloat(__ENV.RATE || RATES[TASK]);
-const P95 = parseFloat(__ENV.P95_MS || LIMITS[TASK].p95);
-const P99 = parseFloat(__ENV.P99_MS || LIMITS[TASK].p99);
+// A spike quadruples the offered rate within 2 s and k6 itself then needs more of the same 2 CPUs, so requests
+// queue while it lasts: its latency limits are twice the steady ones, to catch a server that stalls, not one
+// that queues.
+const SPIKE_SLACK = SCENARIO === 'spike' ? 2 : 1;
+const P95 = parseFloat(__ENV.P95_MS || LIMITS[TASK].p95 * SPIKE_SLACK);
+const P99 = parseFloat(__ENV.P99_MS || LIMITS[TASK].p99 * SPIKE_SLACK);
 // Shedding under a spike is the server doing its job (429 / RESOURCE_EXHAUSTED), so spikes allow more errors.
 const MAX_ERROR_RATE = parseFloat(__ENV.MAX_ERROR_RATE || (SCENARIO === 'spike' ? '0.10' : '0.01'));
 
