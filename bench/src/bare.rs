@@ -6,8 +6,9 @@
 //! Two shapes of the same work:
 //! - [`Bare::measure_sequential`]: one image after the other on one thread, the floor for one client's latency;
 //! - [`Bare::measure_pipelined`]: as many decode threads as the server has (`--decode-threads`) feed batches
-//!   to the session thread over a small bounded channel, so decoding overlaps inference as it does in the
-//!   server. Its best batch size is the throughput the server is compared with.
+//!   over a small bounded channel to as many session threads as the server has instances, so decoding
+//!   overlaps inference as it does in the server. Its best batch size is the throughput the server is
+//!   compared with.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,7 +29,8 @@ use crate::stats::Samples;
 
 pub struct Bare {
     variant: Arc<Variant>,
-    session: Session,
+    /// One per server instance of the variant, each with the server's intra-op threads.
+    sessions: Vec<Session>,
     options: TaskOptions,
     max_pixels: u64,
 }
@@ -44,6 +46,7 @@ impl Bare {
     pub fn open(
         env: &Environment,
         variant: Variant,
+        instances: usize,
         intra_op_threads: usize,
         max_pixels: u64,
     ) -> anyhow::Result<Bare> {
@@ -57,7 +60,9 @@ impl Bare {
             batches: Arc::new(Mutex::new(batches)),
             load: ModelLoad::new(1),
         };
-        let session = instance::build_session(&context)?;
+        let sessions = (0..instances.max(1))
+            .map(|_| instance::build_session(&context))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         // The server's defaults for requests that set no options (README), so both do the same work.
         let options = match context.variant.config.task {
             Task::Classification => options::classify(None)?,
@@ -66,22 +71,26 @@ impl Bare {
         };
         Ok(Bare {
             variant: context.variant,
-            session,
+            sessions,
             options,
             max_pixels,
         })
     }
 
-    /// Runs prepared images as one batch: ORT, then the server's post-processing of each image.
-    fn infer(&mut self, prepared: &[Prepared]) -> anyhow::Result<()> {
+    /// Runs prepared images as one batch on `session`: ORT, then the server's post-processing of each image.
+    fn infer(
+        session: &mut Session,
+        variant: &Variant,
+        options: TaskOptions,
+        prepared: &[Prepared],
+    ) -> anyhow::Result<()> {
         let inputs: Vec<&InputData> = prepared.iter().map(|p| &p.data).collect();
-        let output_spec = &self.variant.config.output;
-        let outputs = instance::run_session(&mut self.session, &self.variant, &inputs)
-            .map_err(|e| anyhow!(e))?;
+        let output_spec = &variant.config.output;
+        let outputs = instance::run_session(session, variant, &inputs).map_err(|e| anyhow!(e))?;
         let rows =
             instance::collect_rows(&outputs, output_spec, inputs.len()).map_err(|e| anyhow!(e))?;
         for (row, image) in rows.iter().zip(prepared) {
-            match postprocess::decode(output_spec, &self.variant.labels, row, self.options)? {
+            match postprocess::decode(output_spec, &variant.labels, row, options)? {
                 Decoded::ClassMap(map) => {
                     let full = segment::resize_nearest(&map, image.width, image.height);
                     black_box(segment::fractions(&full.classes));
@@ -111,7 +120,12 @@ impl Bare {
     ) -> anyhow::Result<BatchRun> {
         let one = |bare: &mut Bare, i: usize| -> anyhow::Result<()> {
             let prepared = bare.prepare(&images[i % images.len()])?;
-            bare.infer(&[prepared])
+            Bare::infer(
+                &mut bare.sessions[0],
+                &bare.variant,
+                bare.options,
+                &[prepared],
+            )
         };
         one(self, 0)?;
         let mut per_batch = Samples::default();
@@ -131,8 +145,9 @@ impl Bare {
         })
     }
 
-    /// `decoders` threads prepare images (cycling through `images`) into a bounded channel; this thread runs
-    /// them in batches of `batch_size` for about `duration`, after one untimed batch.
+    /// `decoders` threads prepare images (cycling through `images`) into a bounded channel; one thread per
+    /// session takes them in batches of `batch_size` and runs them for about `duration`, after one untimed
+    /// batch each.
     pub fn measure_pipelined(
         &mut self,
         images: &[Vec<u8>],
@@ -142,15 +157,37 @@ impl Bare {
     ) -> anyhow::Result<BatchRun> {
         let stop = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
-        let variant = self.variant.clone();
-        let max_pixels = self.max_pixels;
+        let (variant, options, max_pixels) = (&*self.variant, self.options, self.max_pixels);
+        let runners = self.sessions.len();
+        // Room for the batches being formed and the next one: decoding stays ahead without piling up.
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>((runners + 1) * batch_size);
+        let rx = Mutex::new(rx);
+        let live_decoders = AtomicUsize::new(decoders.max(1));
+        // Each runner takes a whole batch under the lock, as a server instance takes a closed batch.
+        let take = || -> anyhow::Result<Vec<Prepared>> {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            (0..batch_size)
+                .map(|_| rx.recv().map_err(|_| anyhow!("decode threads stopped"))?)
+                .collect()
+        };
+        let run = |session: &mut Session| -> anyhow::Result<(Samples, Duration)> {
+            Bare::infer(session, variant, options, &take()?)?;
+            let mut per_batch = Samples::default();
+            let start = Instant::now();
+            while start.elapsed() < duration || per_batch.len() < 3 {
+                let batch = take()?;
+                let t = Instant::now();
+                Bare::infer(session, variant, options, &batch)?;
+                per_batch.push(t.elapsed());
+            }
+            Ok((per_batch, start.elapsed()))
+        };
         std::thread::scope(|scope| {
-            // Room for the batch being formed and the next one: decoding stays ahead without piling up.
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>(2 * batch_size);
             for _ in 0..decoders.max(1) {
-                let (tx, stop, next, variant) = (tx.clone(), &stop, &next, &variant);
+                let (tx, stop, next, live) = (tx.clone(), &stop, &next, &live_decoders);
                 scope.spawn(move || {
+                    let _done = Decrement(live);
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let prepared = imaging::prepare(
@@ -166,33 +203,54 @@ impl Bare {
                 });
             }
             drop(tx);
-            let take = || -> anyhow::Result<Vec<Prepared>> {
-                (0..batch_size)
-                    .map(|_| rx.recv().map_err(|_| anyhow!("decode threads stopped"))?)
-                    .collect()
-            };
-            let result = (|| {
-                self.infer(&take()?)?;
-                let mut per_batch = Samples::default();
-                let start = Instant::now();
-                while start.elapsed() < duration || per_batch.len() < 3 {
-                    let batch = take()?;
-                    let t = Instant::now();
-                    self.infer(&batch)?;
-                    per_batch.push(t.elapsed());
+            let runs: Vec<_> = self
+                .sessions
+                .iter_mut()
+                .map(|session| scope.spawn(|| run(session)))
+                .collect();
+            let mut result: anyhow::Result<BatchRun> = Ok(BatchRun {
+                batch_size,
+                images_per_s: 0.0,
+                per_batch: Samples::default(),
+            });
+            for joined in runs {
+                let outcome = joined
+                    .join()
+                    .map_err(|_| anyhow!("a session thread panicked"))
+                    .and_then(|r| r);
+                match (&mut result, outcome) {
+                    (Ok(total), Ok((per_batch, elapsed))) => {
+                        // Each runner's own rate; together they are the pipeline's.
+                        total.images_per_s +=
+                            (per_batch.len() * batch_size) as f64 / elapsed.as_secs_f64();
+                        total.per_batch.extend(per_batch);
+                    }
+                    (Ok(_), Err(e)) => result = Err(e),
+                    (Err(_), _) => {}
                 }
-                let images_per_s =
-                    (per_batch.len() * batch_size) as f64 / start.elapsed().as_secs_f64();
-                Ok(BatchRun {
-                    batch_size,
-                    images_per_s,
-                    per_batch,
-                })
-            })();
-            // Unblock decoders waiting on a full channel, then let the scope join them.
+            }
+            // Stop the decoders, emptying the channel until each has seen the flag: one blocked on a full
+            // channel would otherwise never return and the scope would never end.
             stop.store(true, Ordering::Relaxed);
-            drop(rx);
+            while live_decoders.load(Ordering::Acquire) > 0 {
+                while rx
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .try_recv()
+                    .is_ok()
+                {}
+                std::thread::sleep(Duration::from_millis(1));
+            }
             result
         })
+    }
+}
+
+/// Counts a decoder thread out when it returns, however it returns.
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }

@@ -184,13 +184,15 @@ fn open_bare(
     let (name, task) = (variant.config.name.clone(), variant.config.task);
     let knobs = config.knobs_for(&name)?;
     eprintln!(
-        "{name}: bare, intra-op threads {}, decode threads {}",
+        "{name}: bare, {} session(s) x {} intra-op threads, decode threads {}",
+        knobs.instances,
         knobs.intra_op_threads,
         config.decode_threads()
     );
     let mut pipeline = bare::Bare::open(
         env,
         variant,
+        knobs.instances,
         knobs.intra_op_threads,
         config.max_image_pixels,
     )?;
@@ -203,6 +205,7 @@ fn open_bare(
     let report = ModelReport::new(
         name,
         task,
+        knobs.instances,
         knobs.intra_op_threads,
         knobs.max_batch_size,
         config.decode_threads(),

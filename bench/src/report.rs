@@ -21,6 +21,7 @@ impl ServerRun {
 pub struct ModelReport {
     pub model: String,
     pub task: Task,
+    pub instances: usize,
     pub intra_op_threads: usize,
     pub max_batch_size: usize,
     pub decode_threads: usize,
@@ -74,6 +75,7 @@ impl ModelReport {
     pub fn new(
         model: String,
         task: Task,
+        instances: usize,
         intra_op_threads: usize,
         max_batch_size: usize,
         decode_threads: usize,
@@ -82,6 +84,7 @@ impl ModelReport {
         ModelReport {
             model,
             task,
+            instances,
             intra_op_threads,
             max_batch_size,
             decode_threads,
@@ -234,7 +237,7 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
     }
     out.push_str(&format!(
         "\n### Bare pipeline (img/s{}): one image at a time, and decoding overlapped with inference by batch size\n\n\
-         | variant | intra-op / decode threads | sequential |",
+         | variant | sessions × intra-op / decode threads | sequential |",
         if rounds > 1 { ", overlapped: median of the rounds" } else { "" }
     ));
     let sizes: Vec<usize> = {
@@ -249,8 +252,9 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
     out.push_str(&format!("\n|---|---|---|{}\n", "---|".repeat(sizes.len())));
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} / {} | {} |",
+            "| {} | {} × {} / {} | {} |",
             r.model,
+            r.instances,
             r.intra_op_threads,
             r.decode_threads,
             fmt(r.sequential.images_per_s)
