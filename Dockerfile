@@ -3,6 +3,8 @@
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 -t mobilenet-serve .   (BuildKit, multi-arch)
 #   DOCKER_BUILDKIT=0 docker build -t mobilenet-serve .                            (classic builder, this machine)
+#   DOCKER_BUILDKIT=0 docker build --build-arg TARGETARCH=arm64 \
+#     --build-arg RUNTIME_BASE=arm64v8/debian:bookworm-slim -t mobilenet-serve:arm64 .   (classic builder, arm64)
 #
 # Stages:
 #   toolchain  Rust builder on the build machine's platform, with a cross linker when the target differs
@@ -18,9 +20,14 @@
 # BuildKit sets BUILDPLATFORM and TARGETARCH. The classic builder sets neither: the stages then run on
 # linux/amd64 (pass --build-arg BUILDPLATFORM=linux/arm64 on an arm64 host) and TARGETARCH defaults to the
 # architecture of the build stage (`dpkg --print-architecture`), i.e. a native build.
+# RUNTIME_BASE is the runtime stage's base. BuildKit picks the TARGETARCH variant of the multi-arch default by
+# itself; the classic builder takes whatever the tag names, so a cross build there names a single-architecture
+# image of the target (Docker Hub's arm64v8/debian for arm64). Its RUN then executes under emulation: the build
+# machine needs qemu-aarch64 in binfmt_misc.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG RUNTIME_BASE=debian:${DEBIAN_RELEASE}-slim
 ARG BUILDPLATFORM
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -99,7 +106,7 @@ RUN target_arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
     && rm -rf /tmp/wheel
 
 # ---------------------------------------------------------------------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_BASE} AS runtime
 RUN groupadd --system --gid 10001 serve \
     && useradd --system --uid 10001 --gid serve --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin serve

@@ -76,9 +76,11 @@ bench: models
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
 #   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)
 #   make docker-build   build the image mobilenet-serve:latest (model mirror staged into the build context)
-#   make docker-e2e     start dockerd, stand-in base images, build, run, classify over HTTP/gRPC, compose up
+#   make docker-e2e     start dockerd, stand-in base images, build, run, classify over HTTP/gRPC, compose up, arm64
+#   make docker-e2e-arm64   the arm64 image: build, inspect, run under qemu, compare (after docker-e2e, engine up)
 #   make arm64-check    cross-compile for aarch64, run under qemu-aarch64, compare answers with x86_64
-.PHONY: deploy-check docker-build docker-e2e arm64-check
+#   make compose-profiles-check   compose profiles monitoring (Prometheus) and loadtest (k6) run for real
+.PHONY: deploy-check docker-build docker-e2e docker-e2e-arm64 arm64-check
 
 deploy-check:
 	scripts/deploy-check.sh
@@ -92,5 +94,13 @@ docker-build:
 docker-e2e:
 	scripts/docker-e2e.sh
 
+docker-e2e-arm64:
+	scripts/docker-e2e-arm64.sh
+
 arm64-check: models
 	scripts/arm64-check.sh
+
+# Stand-in tool images (scripts/standin-tools.sh); the server image is docker-e2e's (built by it when missing).
+.PHONY: compose-profiles-check
+compose-profiles-check:
+	scripts/compose-profiles-check.sh

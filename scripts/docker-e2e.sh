@@ -6,6 +6,8 @@
 #   4. docker build (classic builder), then docker run: classify an image over HTTP and gRPC through the
 #      container's published ports, check /metrics, record the image size and the server's RSS
 #   5. docker compose up (core service) with that image: the same request must give the same answer
+#   6. the linux/arm64 image: built with the classic builder, inspected, run under qemu and compared with the
+#      amd64 one (scripts/docker-e2e-arm64.sh; E2E_ARM64=0 skips it)
 # Ports are published on 127.0.0.1 only. Timings and measurements go to $E2E_OUT/e2e.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -172,5 +174,12 @@ compose_http="$(curl_classify "${HTTP_PORT#127.0.0.1:}")"
 note "compose: healthy after $((SECONDS - s)) s; classify: HTTP $compose_http | gRPC $compose_answer"
 [[ "$compose_answer" == "$grpc_answer" && "$compose_http" == "$http_answer" ]] || die "compose answer differs"
 "${COMPOSE[@]}" -p "$PROJECT" down >/dev/null 2>&1
+
+# --- 6. arm64 ------------------------------------------------------------------------------------------------------
+if [[ "${E2E_ARM64:-1}" != 0 ]]; then
+  log "linux/arm64 image (scripts/docker-e2e-arm64.sh)"
+  E2E_IMAGE="$IMAGE" E2E_OUT="$E2E_OUT" TEST_IMAGES="$TEST_IMAGES" scripts/docker-e2e-arm64.sh
+  cat "$E2E_OUT/e2e-arm64.txt" >>"$REPORT"
+fi
 
 note "docker-e2e: passed in $((SECONDS - t0)) s"
