@@ -23,7 +23,6 @@ pub struct ModelReport {
     pub task: Task,
     pub instances: usize,
     pub intra_op_threads: usize,
-    pub max_batch_size: usize,
     pub decode_threads: usize,
     /// One image at a time, decode then inference.
     pub sequential: BatchRun,
@@ -77,7 +76,6 @@ impl ModelReport {
         task: Task,
         instances: usize,
         intra_op_threads: usize,
-        max_batch_size: usize,
         decode_threads: usize,
         sequential: BatchRun,
     ) -> Self {
@@ -86,7 +84,6 @@ impl ModelReport {
             task,
             instances,
             intra_op_threads,
-            max_batch_size,
             decode_threads,
             sequential,
             bare: Vec::new(),
