@@ -15,6 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# shellcheck source=lib/docker.sh
+source scripts/lib/docker.sh
 
 TRIPLE=aarch64-unknown-linux-gnu
 MODELS="${ARM64_MODELS:-mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8}"
@@ -79,20 +81,7 @@ SYSROOT="$CACHE/sysroot"
 mkdir -p "$SYSROOT/proc"
 ln -sfn /usr/aarch64-linux-gnu/lib "$SYSROOT/lib"
 ln -sfn /usr/aarch64-linux-gnu/lib "$SYSROOT/lib64"
-: >"$SYSROOT/proc/cpuinfo"
-for cpu in 0 1; do
-  cat >>"$SYSROOT/proc/cpuinfo" <<EOF
-processor	: $cpu
-BogoMIPS	: 50.00
-Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
-CPU implementer	: 0x41
-CPU architecture: 8
-CPU variant	: 0x3
-CPU part	: 0xd0c
-CPU revision	: 1
-
-EOF
-done
+write_arm_cpuinfo "$SYSROOT/proc/cpuinfo"
 
 # --- run both ----------------------------------------------------------------------------------------------------
 start() {  # name http grpc command...

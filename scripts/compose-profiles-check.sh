@@ -16,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# shellcheck source=lib/docker.sh
+source scripts/lib/docker.sh
 
 IMAGE="${E2E_IMAGE:-mobilenet-serve:e2e}"
 HTTP_PORT="${PROFILES_HTTP_PORT:-18180}"
@@ -38,15 +40,10 @@ t0=$SECONDS
 log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
 note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-
+find_compose
 # The same choice of Compose as scripts/docker-e2e.sh (Debian 12 ships v1, docker-compose 1.29, which has profiles).
-if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
-elif command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
-else COMPOSE=()
-fi
 compose() { "${COMPOSE[@]}" -p "$PROJECT" "$@"; }
 
-DOCKERD_PID=""
 cleanup() {
   local rc=$?
   set +e
@@ -54,10 +51,7 @@ cleanup() {
     log "compose down (profiles monitoring, loadtest)"
     compose --profile monitoring --profile loadtest down -v --remove-orphans >>"$PROFILES_OUT/compose.log" 2>&1
   fi
-  if [[ -n "$DOCKERD_PID" ]]; then
-    log "stopping the dockerd this script started (pid $DOCKERD_PID)"
-    kill "$DOCKERD_PID" 2>/dev/null; wait "$DOCKERD_PID" 2>/dev/null
-  fi
+  stop_own_dockerd
   if ((rc == 0)); then echo "compose-profiles-check: PASS ($((SECONDS - t0)) s)"
   else echo "compose-profiles-check: FAIL (exit $rc after $((SECONDS - t0)) s; logs in $PROFILES_OUT)"
   fi
@@ -66,17 +60,7 @@ trap cleanup EXIT
 
 # --- 1. engine and images ------------------------------------------------------------------------------------------
 log "Docker engine"
-if ! command -v dockerd >/dev/null || ((${#COMPOSE[@]} == 0)); then
-  log "installing docker.io and docker-compose from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >/dev/null
-  COMPOSE=(docker-compose)
-fi
-if ! docker info >/dev/null 2>&1; then
-  dockerd --storage-driver overlay2 >"$PROFILES_OUT/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { tail -20 "$PROFILES_OUT/dockerd.log"; die "dockerd did not start"; }
-fi
+ensure_docker "$PROFILES_OUT"
 note "engine: $(docker version --format 'server {{.Server.Version}}'); compose: ${COMPOSE[*]}"
 
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then

@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# shellcheck source=lib/docker.sh
+source scripts/lib/docker.sh
 
 arg_default() { sed -n "s/^ARG $1=\(.*\)$/\1/p" Dockerfile | head -n1; }
 RUNTIME_BASE="arm64v8/debian:$(arg_default DEBIAN_RELEASE)-slim"   # the tag standin-images.sh arm64 makes
@@ -94,20 +96,7 @@ note "arm64 image contents: ${elf%; }"
 
 # --- 4. run under emulation --------------------------------------------------------------------------------------
 cpuinfo="$E2E_OUT/arm64-cpuinfo"
-: >"$cpuinfo"
-for cpu in 0 1; do
-  cat >>"$cpuinfo" <<EOF
-processor	: $cpu
-BogoMIPS	: 50.00
-Features	: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
-CPU implementer	: 0x41
-CPU architecture: 8
-CPU variant	: 0x3
-CPU part	: 0xd0c
-CPU revision	: 1
-
-EOF
-done
+write_arm_cpuinfo "$cpuinfo"
 
 # A guest that dies of a signal under qemu can leave the process hanging rather than exiting (seen here without
 # the ARM cpuinfo: "qemu: uncaught target signal 11", then the container stays up), so the log is watched too.

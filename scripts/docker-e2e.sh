@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# shellcheck source=lib/docker.sh
+source scripts/lib/docker.sh
 
 IMAGE="${E2E_IMAGE:-mobilenet-serve:e2e}"
 HTTP_PORT="${E2E_HTTP_PORT:-18080}"
@@ -32,39 +34,21 @@ t0=$SECONDS
 log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
 note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-
-if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
-elif command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
-else COMPOSE=()
-fi
+find_compose
 
 # --- 1. engine ---------------------------------------------------------------------------------------------------
-DOCKERD_PID=""
 cleanup() {
   set +e
   docker rm -f "$CONTAINER" >/dev/null 2>&1
   if ((${#COMPOSE[@]})); then
     HTTP_PORT=x GRPC_PORT=x "${COMPOSE[@]}" -p "$PROJECT" down --remove-orphans >/dev/null 2>&1
   fi
-  if [[ -n "$DOCKERD_PID" ]]; then
-    log "stopping the dockerd this script started (pid $DOCKERD_PID)"
-    kill "$DOCKERD_PID" 2>/dev/null; wait "$DOCKERD_PID" 2>/dev/null
-  fi
+  stop_own_dockerd
 }
 trap cleanup EXIT
 
 log "Docker engine"
-if ! command -v dockerd >/dev/null || ((${#COMPOSE[@]} == 0)); then
-  log "installing docker.io and docker-compose from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose >/dev/null
-  COMPOSE=(docker-compose)
-fi
-if ! docker info >/dev/null 2>&1; then
-  dockerd --storage-driver overlay2 >"$E2E_OUT/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { tail -20 "$E2E_OUT/dockerd.log"; die "dockerd did not start"; }
-fi
+ensure_docker "$E2E_OUT"
 note "engine: $(docker version --format 'server {{.Server.Version}}, client {{.Client.Version}}'); compose: ${COMPOSE[*]}"
 
 # --- 2. stand-in base images ---------------------------------------------------------------------------------------
