@@ -258,14 +258,20 @@ impl Service {
         &self,
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        let permit = self
             .decode_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(Error::internal)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(Error::internal)?
+        // The permit goes with the work: if the caller gives up (a deadline, a client gone), the work still
+        // runs to its end on the pool, and must keep its place there until then.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(Error::internal)?
     }
 }
 
