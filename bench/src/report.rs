@@ -60,6 +60,15 @@ impl Spread {
         })
     }
 
+    /// One measurement: its own median and range.
+    fn single(value: f64) -> Spread {
+        Spread {
+            median: value,
+            min: value,
+            max: value,
+        }
+    }
+
     /// `175` for one round, `175 (168–180)` for several.
     fn show(&self, rounds: u32) -> String {
         if rounds > 1 {
@@ -103,20 +112,13 @@ impl ModelReport {
     }
 
     fn batch_sizes(&self) -> Vec<usize> {
-        let mut sizes: Vec<usize> = self.bare.iter().map(|b| b.batch_size).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        sizes
+        sorted_unique(self.bare.iter().map(|b| b.batch_size))
     }
 
     /// The bare case with the highest median throughput, sequential or overlapped at some batch size: the
     /// server is held to the better. Returns its throughput, how it ran, and its batch size.
     fn best(&self) -> (Spread, &'static str, usize) {
-        let sequential = Spread::of([self.sequential.images_per_s]).unwrap_or(Spread {
-            median: f64::NAN,
-            min: f64::NAN,
-            max: f64::NAN,
-        });
+        let sequential = Spread::single(self.sequential.images_per_s);
         self.batch_sizes()
             .into_iter()
             .filter_map(|b| Some((self.bare_at(b)?, "overlapped", b)))
@@ -237,12 +239,7 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
          | variant | sessions × intra-op / decode threads | sequential |",
         if rounds > 1 { ", overlapped: median of the rounds" } else { "" }
     ));
-    let sizes: Vec<usize> = {
-        let mut s: Vec<usize> = reports.iter().flat_map(|r| r.batch_sizes()).collect();
-        s.sort_unstable();
-        s.dedup();
-        s
-    };
+    let sizes = sorted_unique(reports.iter().flat_map(|r| r.batch_sizes()));
     for b in &sizes {
         out.push_str(&format!(" batch {b} |"));
     }
@@ -267,6 +264,13 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
         out.push_str(&format!("- {n}\n"));
     }
     out
+}
+
+fn sorted_unique(values: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let mut v: Vec<usize> = values.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Three significant figures are all these measurements carry.
