@@ -9,6 +9,9 @@
 //!   over a small bounded channel to as many session threads as the server has instances, so decoding
 //!   overlaps inference as it does in the server. Its best batch size is the throughput the server is
 //!   compared with.
+//!
+//! Every thread of the pipeline, ONNX Runtime's included, runs under the server's `--cpu-scheduling` policy,
+//! as the server's threads do; the load generator on the main thread keeps the default.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +25,7 @@ use mobilenet_serve::imaging::{self, InputData, Prepared};
 use mobilenet_serve::options;
 use mobilenet_serve::postprocess::{self, Decoded, TaskOptions, segment};
 use mobilenet_serve::repository::{Task, Variant};
+use mobilenet_serve::sched::{self, CpuScheduling};
 use ort::environment::Environment;
 use ort::session::Session;
 
@@ -33,6 +37,7 @@ pub struct Bare {
     sessions: Vec<Session>,
     options: TaskOptions,
     max_pixels: u64,
+    scheduling: CpuScheduling,
 }
 
 /// Throughput at one batch size, and the time of each batch.
@@ -49,6 +54,7 @@ impl Bare {
         instances: usize,
         intra_op_threads: usize,
         max_pixels: u64,
+        scheduling: CpuScheduling,
     ) -> anyhow::Result<Bare> {
         // The server's builder takes the model thread's context; the queue it holds is never read here.
         let (_unused, batches) = tokio::sync::mpsc::channel::<Batch>(1);
@@ -60,9 +66,12 @@ impl Bare {
             batches: Arc::new(Mutex::new(batches)),
             load: ModelLoad::new(1),
         };
-        let sessions = (0..instances.max(1))
-            .map(|_| instance::build_session(&context))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        // ONNX Runtime creates a session's intra-op threads when it is built; they inherit the policy.
+        let sessions = under_policy(scheduling, || {
+            (0..instances.max(1))
+                .map(|_| instance::build_session(&context))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
         // The server's defaults for requests that set no options (README), so both do the same work.
         let options = match context.variant.config.task {
             Task::Classification => options::classify(None)?,
@@ -74,6 +83,7 @@ impl Bare {
             sessions,
             options,
             max_pixels,
+            scheduling,
         })
     }
 
@@ -118,6 +128,10 @@ impl Bare {
         images: &[Vec<u8>],
         duration: Duration,
     ) -> anyhow::Result<BatchRun> {
+        under_policy(self.scheduling, || self.sequential(images, duration))
+    }
+
+    fn sequential(&mut self, images: &[Vec<u8>], duration: Duration) -> anyhow::Result<BatchRun> {
         let one = |bare: &mut Bare, i: usize| -> anyhow::Result<()> {
             let prepared = bare.prepare(&images[i % images.len()])?;
             Bare::infer(
@@ -149,6 +163,19 @@ impl Bare {
     /// session takes them in batches of `batch_size` and runs them for about `duration`, after one untimed
     /// batch each.
     pub fn measure_pipelined(
+        &mut self,
+        images: &[Vec<u8>],
+        batch_size: usize,
+        decoders: usize,
+        duration: Duration,
+    ) -> anyhow::Result<BatchRun> {
+        // The decode and session threads it starts inherit the policy.
+        under_policy(self.scheduling, || {
+            self.pipelined(images, batch_size, decoders, duration)
+        })
+    }
+
+    fn pipelined(
         &mut self,
         images: &[Vec<u8>],
         batch_size: usize,
@@ -244,6 +271,21 @@ impl Bare {
             result
         })
     }
+}
+
+/// Runs `work` on a thread of its own under `policy`, so the threads `work` creates inherit the policy.
+fn under_policy<T: Send>(policy: CpuScheduling, work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            if let Err(e) = sched::apply_to_current_thread(policy) {
+                eprintln!("bare pipeline: could not set the CPU scheduling policy {policy:?}: {e}");
+            }
+            work()
+        });
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Counts a decoder thread out when it returns, however it returns.

@@ -180,10 +180,11 @@ fn open_bare(
     let (name, task) = (variant.config.name.clone(), variant.config.task);
     let knobs = config.knobs_for(&name)?;
     eprintln!(
-        "{name}: bare, {} session(s) x {} intra-op threads, decode threads {}",
+        "{name}: bare, {} session(s) x {} intra-op threads, decode threads {}, {:?} scheduling",
         knobs.instances,
         knobs.intra_op_threads,
-        config.decode_threads()
+        config.decode_threads(),
+        config.cpu_scheduling
     );
     let mut pipeline = bare::Bare::open(
         env,
@@ -191,6 +192,7 @@ fn open_bare(
         knobs.instances,
         knobs.intra_op_threads,
         config.max_image_pixels,
+        config.cpu_scheduling,
     )?;
     let single = pipeline.measure_sequential(images, duration)?;
     eprintln!(

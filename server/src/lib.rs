@@ -16,7 +16,8 @@
 //!   each request's outputs with [`postprocess`] (top-k, SSD boxes + NMS, segmentation masks).
 //!
 //! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`]), [`repository`] (the
-//! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining).
+//! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining),
+//! [`sched`] (the CPU scheduling policy of the server's threads).
 pub mod batching;
 pub mod config;
 pub mod cpus;
@@ -30,6 +31,7 @@ pub mod options;
 pub mod postprocess;
 pub mod repository;
 pub mod routing;
+pub mod sched;
 pub mod service;
 pub mod shutdown;
 

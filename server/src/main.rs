@@ -1,15 +1,30 @@
-//! The `mobilenet-serve` binary: parse the configuration, set up logging, bind, serve until SIGTERM/SIGINT.
+//! The `mobilenet-serve` binary: parse the configuration, set up logging and the threads' scheduling policy,
+//! bind, serve until SIGTERM/SIGINT.
 use clap::Parser;
 use mobilenet_serve::{
     Listeners,
     config::{Config, LogFormat},
-    shutdown,
+    sched, shutdown,
 };
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match serve().await {
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    // Before any other thread exists, so the runtime's, the model threads and ONNX Runtime's inherit it.
+    if let Err(e) = sched::apply_to_current_thread(config.cpu_scheduling) {
+        tracing::warn!(policy = ?config.cpu_scheduling, error = %e, "could not set the CPU scheduling policy; serving with the default");
+    }
+    let served = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(serve(config)));
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Logged once, with its cause chain; no backtrace noise for configuration mistakes.
@@ -20,16 +35,8 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
-    tracing::info!(http = %listeners.http.local_addr()?, grpc = %listeners.grpc.local_addr()?, "listening");
+    tracing::info!(http = %listeners.http.local_addr()?, grpc = %listeners.grpc.local_addr()?, cpu_scheduling = ?config.cpu_scheduling, "listening");
     mobilenet_serve::run(config, listeners, shutdown::signal()).await
 }
