@@ -4,10 +4,12 @@
 //! post-processing ([`postprocess::decode`], plus the class-map resize and RLE for segmentation).
 //!
 //! Two shapes of the same work:
-//! - [`Bare::measure_sequential`]: one image after the other on one thread, the floor for one client's latency;
+//! - [`Bare::measure_sequential`]: one image after the other on one thread, the floor for one client's
+//!   latency. It runs on the solo session when the server has one, as the server runs a lone request;
 //! - [`Bare::measure_pipelined`]: as many decode threads as the server has (`--decode-threads`) feed batches
 //!   over a small bounded channel to as many session threads as the server has instances, so decoding
-//!   overlaps inference as it does in the server. Its best batch size is the throughput the server is
+//!   overlaps inference as it does in the server. With a solo session it is also measured on that session
+//!   alone ([`Layout::Solo`]). The best of every layout and batch size is the throughput the server is
 //!   compared with.
 //!
 //! Every thread of the pipeline, ONNX Runtime's included, runs under the server's `--cpu-scheduling` policy,
@@ -19,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use mobilenet_serve::batching::{Batch, ModelLoad};
-use mobilenet_serve::engine::instance::{self, Context};
+use mobilenet_serve::config::ModelKnobs;
+use mobilenet_serve::engine::instance;
 use mobilenet_serve::imaging::{self, InputData, Prepared};
 use mobilenet_serve::options;
 use mobilenet_serve::postprocess::{self, Decoded, TaskOptions, segment};
@@ -35,13 +37,25 @@ pub struct Bare {
     variant: Arc<Variant>,
     /// One per server instance of the variant, each with the server's intra-op threads.
     sessions: Vec<Session>,
+    /// The server's solo session, when it has one.
+    solo: Option<Session>,
     options: TaskOptions,
     max_pixels: u64,
     scheduling: CpuScheduling,
 }
 
+/// Which sessions run the batches of an overlapped pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One runner per server instance, each on its own session.
+    Instances,
+    /// The solo session alone.
+    Solo,
+}
+
 /// Throughput at one batch size, and the time of each batch.
 pub struct BatchRun {
+    pub layout: Layout,
     pub batch_size: usize,
     pub images_per_s: f64,
     pub per_batch: Samples,
@@ -51,40 +65,44 @@ impl Bare {
     pub fn open(
         env: &Environment,
         variant: Variant,
-        instances: usize,
-        intra_op_threads: usize,
+        knobs: &ModelKnobs,
         max_pixels: u64,
         scheduling: CpuScheduling,
     ) -> anyhow::Result<Bare> {
-        // The server's builder takes the model thread's context; the queue it holds is never read here.
-        let (_unused, batches) = tokio::sync::mpsc::channel::<Batch>(1);
-        let context = Context {
-            env: env.clone(),
-            variant: Arc::new(variant),
-            intra_op_threads,
-            max_batch_size: 1,
-            batches: Arc::new(Mutex::new(batches)),
-            load: ModelLoad::new(1),
-        };
         // ONNX Runtime creates a session's intra-op threads when it is built; they inherit the policy.
-        let sessions = under_policy(scheduling, || {
-            (0..instances.max(1))
-                .map(|_| instance::build_session(&context))
-                .collect::<anyhow::Result<Vec<_>>>()
+        let (sessions, solo) = under_policy(scheduling, || {
+            let sessions = (0..knobs.instances.max(1))
+                .map(|_| instance::build_session(env, &variant, knobs.intra_op_threads))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let solo = match knobs.solo_intra_op_threads {
+                0 => None,
+                threads => Some(instance::build_session(env, &variant, threads)?),
+            };
+            anyhow::Ok((sessions, solo))
         })?;
         // The server's defaults for requests that set no options (README), so both do the same work.
-        let options = match context.variant.config.task {
+        let options = match variant.config.task {
             Task::Classification => options::classify(None)?,
             Task::Detection => options::detect(None, None, None)?,
             Task::Segmentation => TaskOptions::Segment,
         };
         Ok(Bare {
-            variant: context.variant,
+            variant: Arc::new(variant),
             sessions,
+            solo,
             options,
             max_pixels,
             scheduling,
         })
+    }
+
+    /// The layouts the overlapped pipeline can run in.
+    pub fn layouts(&self) -> Vec<Layout> {
+        let mut layouts = vec![Layout::Instances];
+        if self.solo.is_some() {
+            layouts.push(Layout::Solo);
+        }
+        layouts
     }
 
     /// Runs prepared images as one batch on `session`: ORT, then the server's post-processing of each image.
@@ -134,12 +152,11 @@ impl Bare {
     fn sequential(&mut self, images: &[Vec<u8>], duration: Duration) -> anyhow::Result<BatchRun> {
         let one = |bare: &mut Bare, i: usize| -> anyhow::Result<()> {
             let prepared = bare.prepare(&images[i % images.len()])?;
-            Bare::infer(
-                &mut bare.sessions[0],
-                &bare.variant,
-                bare.options,
-                &[prepared],
-            )
+            let session = match bare.solo.as_mut() {
+                Some(solo) => solo,
+                None => &mut bare.sessions[0],
+            };
+            Bare::infer(session, &bare.variant, bare.options, &[prepared])
         };
         one(self, 0)?;
         let mut per_batch = Samples::default();
@@ -153,6 +170,11 @@ impl Bare {
         }
         let images_per_s = per_batch.len() as f64 / start.elapsed().as_secs_f64();
         Ok(BatchRun {
+            layout: if self.solo.is_some() {
+                Layout::Solo
+            } else {
+                Layout::Instances
+            },
             batch_size: 1,
             images_per_s,
             per_batch,
@@ -160,10 +182,11 @@ impl Bare {
     }
 
     /// `decoders` threads prepare images (cycling through `images`) into a bounded channel; one thread per
-    /// session takes them in batches of `batch_size` and runs them for about `duration`, after one untimed
-    /// batch each.
+    /// session of `layout` takes them in batches of `batch_size` and runs them for about `duration`, after
+    /// one untimed batch each.
     pub fn measure_pipelined(
         &mut self,
+        layout: Layout,
         images: &[Vec<u8>],
         batch_size: usize,
         decoders: usize,
@@ -171,21 +194,27 @@ impl Bare {
     ) -> anyhow::Result<BatchRun> {
         // The decode and session threads it starts inherit the policy.
         under_policy(self.scheduling, || {
-            self.pipelined(images, batch_size, decoders, duration)
+            self.pipelined(layout, images, batch_size, decoders, duration)
         })
     }
 
     fn pipelined(
         &mut self,
+        layout: Layout,
         images: &[Vec<u8>],
         batch_size: usize,
         decoders: usize,
         duration: Duration,
     ) -> anyhow::Result<BatchRun> {
+        let sessions: Vec<&mut Session> = match layout {
+            Layout::Instances => self.sessions.iter_mut().collect(),
+            Layout::Solo => self.solo.iter_mut().collect(),
+        };
+        anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
         let stop = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
         let (variant, options, max_pixels) = (&*self.variant, self.options, self.max_pixels);
-        let runners = self.sessions.len();
+        let runners = sessions.len();
         // Room for the batches being formed and the next one: decoding stays ahead without piling up.
         let (tx, rx) =
             std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>((runners + 1) * batch_size);
@@ -230,12 +259,12 @@ impl Bare {
                 });
             }
             drop(tx);
-            let runs: Vec<_> = self
-                .sessions
-                .iter_mut()
+            let runs: Vec<_> = sessions
+                .into_iter()
                 .map(|session| scope.spawn(|| run(session)))
                 .collect();
             let mut result: anyhow::Result<BatchRun> = Ok(BatchRun {
+                layout,
                 batch_size,
                 images_per_s: 0.0,
                 per_batch: Samples::default(),

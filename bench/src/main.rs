@@ -179,8 +179,12 @@ fn open_bare(
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let (name, task) = (variant.config.name.clone(), variant.config.task);
     let knobs = config.knobs_for(&name)?;
+    let solo = match knobs.solo_intra_op_threads {
+        0 => String::new(),
+        t => format!(" (+ a solo session x {t})"),
+    };
     eprintln!(
-        "{name}: bare, {} session(s) x {} intra-op threads, decode threads {}, {:?} scheduling",
+        "{name}: bare, {} session(s) x {} intra-op threads{solo}, decode threads {}, {:?} scheduling",
         knobs.instances,
         knobs.intra_op_threads,
         config.decode_threads(),
@@ -189,8 +193,7 @@ fn open_bare(
     let mut pipeline = bare::Bare::open(
         env,
         variant,
-        knobs.instances,
-        knobs.intra_op_threads,
+        &knobs,
         config.max_image_pixels,
         config.cpu_scheduling,
     )?;
@@ -200,14 +203,7 @@ fn open_bare(
         single.images_per_s,
         single.per_batch.p50()
     );
-    let report = ModelReport::new(
-        name,
-        task,
-        knobs.instances,
-        knobs.intra_op_threads,
-        config.decode_threads(),
-        single,
-    );
+    let report = ModelReport::new(name, task, &knobs, config.decode_threads(), single);
     Ok((pipeline, report))
 }
 
@@ -220,11 +216,19 @@ fn measure_bare(
 ) -> anyhow::Result<Vec<bare::BatchRun>> {
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let mut runs = Vec::new();
-    // Every batch size, whatever the server's cap: the server is held to the bare pipeline at its best.
-    for &b in args.batch_sizes.iter().filter(|&&b| b >= 1) {
-        let run = pipeline.measure_pipelined(images, b, config.decode_threads(), duration)?;
-        eprintln!("  overlapped, batch {b}: {:.1} img/s", run.images_per_s);
-        runs.push(run);
+    // Every layout and batch size, whatever the server's cap: the server is held to the bare pipeline at its
+    // best.
+    for layout in pipeline.layouts() {
+        for &b in args.batch_sizes.iter().filter(|&&b| b >= 1) {
+            let run =
+                pipeline.measure_pipelined(layout, images, b, config.decode_threads(), duration)?;
+            eprintln!(
+                "  overlapped, {}, batch {b}: {:.1} img/s",
+                report::layout_name(layout),
+                run.images_per_s
+            );
+            runs.push(run);
+        }
     }
     Ok(runs)
 }

@@ -2,7 +2,9 @@
 
 use mobilenet_serve::repository::Task;
 
-use crate::bare::BatchRun;
+use mobilenet_serve::config::ModelKnobs;
+
+use crate::bare::{BatchRun, Layout};
 use crate::load::LoadRun;
 
 pub struct ServerRun {
@@ -23,6 +25,7 @@ pub struct ModelReport {
     pub task: Task,
     pub instances: usize,
     pub intra_op_threads: usize,
+    pub solo_intra_op_threads: usize,
     pub decode_threads: usize,
     /// One image at a time, decode then inference.
     pub sequential: BatchRun,
@@ -83,16 +86,16 @@ impl ModelReport {
     pub fn new(
         model: String,
         task: Task,
-        instances: usize,
-        intra_op_threads: usize,
+        knobs: &ModelKnobs,
         decode_threads: usize,
         sequential: BatchRun,
     ) -> Self {
         ModelReport {
             model,
             task,
-            instances,
-            intra_op_threads,
+            instances: knobs.instances,
+            intra_op_threads: knobs.intra_op_threads,
+            solo_intra_op_threads: knobs.solo_intra_op_threads,
             decode_threads,
             sequential,
             bare: Vec::new(),
@@ -101,12 +104,12 @@ impl ModelReport {
         }
     }
 
-    /// The overlapped bare pipeline's rounds at batch size `b`.
-    fn bare_at(&self, b: usize) -> Option<Spread> {
+    /// The overlapped bare pipeline's rounds in `layout` at batch size `b`.
+    fn bare_at(&self, layout: Layout, b: usize) -> Option<Spread> {
         Spread::of(
             self.bare
                 .iter()
-                .filter(|r| r.batch_size == b)
+                .filter(|r| r.layout == layout && r.batch_size == b)
                 .map(|r| r.images_per_s),
         )
     }
@@ -115,16 +118,38 @@ impl ModelReport {
         sorted_unique(self.bare.iter().map(|b| b.batch_size))
     }
 
-    /// The bare case with the highest median throughput, sequential or overlapped at some batch size: the
-    /// server is held to the better. Returns its throughput, how it ran, and its batch size.
-    fn best(&self) -> (Spread, &'static str, usize) {
+    fn layouts(&self) -> Vec<Layout> {
+        let mut layouts: Vec<Layout> = Vec::new();
+        for run in &self.bare {
+            if !layouts.contains(&run.layout) {
+                layouts.push(run.layout);
+            }
+        }
+        layouts
+    }
+
+    /// The bare case with the highest median throughput, sequential or overlapped in any layout at any batch
+    /// size: the server is held to the best. Returns its throughput, how it ran, and its batch size.
+    fn best(&self) -> (Spread, String, usize) {
         let sequential = Spread::single(self.sequential.images_per_s);
-        self.batch_sizes()
+        self.layouts()
             .into_iter()
-            .filter_map(|b| Some((self.bare_at(b)?, "overlapped", b)))
+            .flat_map(|layout| self.batch_sizes().into_iter().map(move |b| (layout, b)))
+            .filter_map(|(layout, b)| {
+                let how = format!("overlapped, {}", layout_name(layout));
+                Some((self.bare_at(layout, b)?, how, b))
+            })
             .max_by(|a, b| a.0.median.total_cmp(&b.0.median))
             .filter(|(s, _, _)| s.median >= sequential.median)
-            .unwrap_or((sequential, "sequential", 1))
+            .unwrap_or((sequential, "sequential".into(), 1))
+    }
+
+    /// How a layout's sessions are shaped, e.g. `2 × 1` or `solo 1 × 2`.
+    fn layout_shape(&self, layout: Layout) -> String {
+        match layout {
+            Layout::Instances => format!("{} × {}", self.instances, self.intra_op_threads),
+            Layout::Solo => format!("solo 1 × {}", self.solo_intra_op_threads),
+        }
     }
 
     /// The saturated server's rounds over `protocol`: throughput and mean batch size.
@@ -140,6 +165,13 @@ impl ModelReport {
             Task::Classification => 0.90,
             _ => 0.85,
         }
+    }
+}
+
+pub fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Instances => "instances",
+        Layout::Solo => "solo session",
     }
 }
 
@@ -245,19 +277,26 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
     }
     out.push_str(&format!("\n|---|---|---|{}\n", "---|".repeat(sizes.len())));
     for r in reports {
-        out.push_str(&format!(
-            "| {} | {} × {} / {} | {} |",
-            r.model,
-            r.instances,
-            r.intra_op_threads,
-            r.decode_threads,
-            fmt(r.sequential.images_per_s)
-        ));
-        for &b in &sizes {
-            let cell = r.bare_at(b).map_or("-".into(), |x| fmt(x.median));
-            out.push_str(&format!(" {cell} |"));
+        for layout in r.layouts() {
+            // The sequential figure belongs to the session a lone request runs on.
+            let sequential = if r.sequential.layout == layout {
+                fmt(r.sequential.images_per_s)
+            } else {
+                "-".into()
+            };
+            out.push_str(&format!(
+                "| {} | {} / {} | {} |",
+                r.model,
+                r.layout_shape(layout),
+                r.decode_threads,
+                sequential
+            ));
+            for &b in &sizes {
+                let cell = r.bare_at(layout, b).map_or("-".into(), |x| fmt(x.median));
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
     out.push_str("\nBold ratios miss the target (throughput: ≥ 0.90 classification, ≥ 0.85 others; latency: ≤ 1.15).\n");
     for n in notes {

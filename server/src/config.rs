@@ -54,8 +54,10 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_SEGMENTATION")]
     pub default_segmentation: Option<String>,
 
-    /// Largest batch the batcher forms. Larger batches raise throughput under load at some latency cost.
-    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
+    /// Largest batch the batcher forms. Default 1: with one single-threaded instance per CPU (the default)
+    /// batches did not raise throughput on CPU in our benchmark, and only add queueing (README, Benchmark).
+    /// With one wide instance (`--instances 1`), 4 to 8 is the better choice.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 1)]
     pub max_batch_size: usize,
 
     /// How long (ms) a batch may wait for more requests after its first one while the model is busy. An idle
@@ -68,7 +70,8 @@ pub struct Config {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 128)]
     pub queue_capacity: usize,
 
-    /// ONNX Runtime sessions per model, each on its own thread. Default: 1.
+    /// ONNX Runtime sessions per model, each on its own thread. Default: the CPUs available, so that under
+    /// load one single-threaded session runs per CPU (plus the solo session below for lone requests).
     #[arg(long, env = "INSTANCES")]
     pub instances: Option<usize>,
 
@@ -77,8 +80,16 @@ pub struct Config {
     #[arg(long, env = "INTRA_OP_THREADS")]
     pub intra_op_threads: Option<usize>,
 
+    /// Intra-op threads of a model's solo session: one more session, which runs a batch whenever no other
+    /// batch of that model is in flight, so that a lone request gets every CPU while a loaded model runs
+    /// its single-threaded instances side by side. 0 turns it off. Default: the CPUs available when a model
+    /// has several instances with fewer threads than that, else 0.
+    #[arg(long, env = "SOLO_INTRA_OP_THREADS")]
+    pub solo_intra_op_threads: Option<usize>,
+
     /// Per-variant overrides, e.g. `mobilenet_v2_1.0_224:max_batch_size=16,instances=2`. Keys: max_batch_size,
-    /// max_queue_delay_ms, queue_capacity, instances, intra_op_threads. Repeat the flag, or separate with `;`.
+    /// max_queue_delay_ms, queue_capacity, instances, intra_op_threads,
+    /// solo_intra_op_threads. Repeat the flag, or separate with `;`.
     #[arg(long, env = "MODEL_OVERRIDES", value_delimiter = ';')]
     pub model_override: Vec<String>,
 
@@ -118,6 +129,8 @@ pub struct ModelKnobs {
     pub queue_capacity: usize,
     pub instances: usize,
     pub intra_op_threads: usize,
+    /// 0: no solo session.
+    pub solo_intra_op_threads: usize,
 }
 
 impl Config {
@@ -136,12 +149,14 @@ impl Config {
         let cpus = crate::cpus::available();
         let mut instances = self.instances;
         let mut intra = self.intra_op_threads;
+        let mut solo = self.solo_intra_op_threads;
         let mut knobs = ModelKnobs {
             max_batch_size: self.max_batch_size,
             max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
             queue_capacity: self.queue_capacity,
             instances: 1,
             intra_op_threads: 1,
+            solo_intra_op_threads: 0,
         };
         for spec in &self.model_override {
             let Some((name, settings)) = spec.split_once(':') else {
@@ -161,12 +176,18 @@ impl Config {
                     "queue_capacity" => knobs.queue_capacity = value as usize,
                     "instances" => instances = Some(value as usize),
                     "intra_op_threads" => intra = Some(value as usize),
+                    "solo_intra_op_threads" => solo = Some(value as usize),
                     other => anyhow::bail!("--model-override: unknown key {other:?}"),
                 }
             }
         }
-        knobs.instances = instances.unwrap_or(1).max(1);
+        knobs.instances = instances.unwrap_or(cpus).max(1);
         knobs.intra_op_threads = intra.unwrap_or((cpus / knobs.instances).max(1)).max(1);
+        let solo_default = if knobs.instances > 1 { cpus } else { 0 };
+        // A solo session no wider than the instances' would only cost memory.
+        knobs.solo_intra_op_threads = Some(solo.unwrap_or(solo_default))
+            .filter(|&t| t > knobs.intra_op_threads)
+            .unwrap_or(0);
         anyhow::ensure!(
             knobs.max_batch_size >= 1,
             "{variant}: max_batch_size must be at least 1"
@@ -198,6 +219,46 @@ mod tests {
             (16, 2, 1)
         );
         assert_eq!(config.knobs_for("b").unwrap().max_batch_size, 4);
+    }
+
+    #[test]
+    fn solo_session_only_when_wider_than_the_instances() {
+        let knobs = |args: &[&str]| {
+            let config = Config::parse_from(std::iter::once("x").chain(args.iter().copied()));
+            config.knobs_for("a").unwrap()
+        };
+        let two_narrow = knobs(&["--instances", "2", "--intra-op-threads", "1"]);
+        let cpus = crate::cpus::available();
+        let expected = if cpus > 1 { cpus } else { 0 };
+        assert_eq!(two_narrow.solo_intra_op_threads, expected);
+        let explicit = knobs(&[
+            "--instances",
+            "2",
+            "--intra-op-threads",
+            "1",
+            "--solo-intra-op-threads",
+            "3",
+        ]);
+        assert_eq!(explicit.solo_intra_op_threads, 3);
+        let not_wider = knobs(&[
+            "--instances",
+            "2",
+            "--intra-op-threads",
+            "2",
+            "--solo-intra-op-threads",
+            "2",
+        ]);
+        assert_eq!(not_wider.solo_intra_op_threads, 0);
+        let off = knobs(&[
+            "--instances",
+            "2",
+            "--intra-op-threads",
+            "1",
+            "--solo-intra-op-threads",
+            "0",
+        ]);
+        assert_eq!(off.solo_intra_op_threads, 0);
+        assert_eq!(knobs(&["--instances", "1"]).solo_intra_op_threads, 0);
     }
 
     #[test]

@@ -220,6 +220,10 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
                 ("max_batch_size", knobs.max_batch_size.to_string()),
                 ("instances", knobs.instances.to_string()),
                 ("intra_op_threads", knobs.intra_op_threads.to_string()),
+                (
+                    "solo_intra_op_threads",
+                    knobs.solo_intra_op_threads.to_string(),
+                ),
             ],
         );
         models.push(Arc::new(model));

@@ -13,6 +13,8 @@ pub const REQUEST_DURATION_SECONDS: &str = "mobilenet_request_duration_seconds";
 pub const PHASE_DURATION_SECONDS: &str = "mobilenet_phase_duration_seconds";
 /// Requests per batch run by ONNX Runtime, by `model`.
 pub const BATCH_SIZE: &str = "mobilenet_batch_size";
+/// Batches run on a model's solo session (nothing else of the model in flight), by `model`.
+pub const SOLO_BATCHES_TOTAL: &str = "mobilenet_solo_batches_total";
 /// Requests waiting in a model's batcher, by `model`.
 pub const QUEUE_DEPTH: &str = "mobilenet_queue_depth";
 /// Requests refused at admission, by `model` and `reason` (queue_full).
@@ -70,6 +72,10 @@ fn describe() {
         "Request time per phase"
     );
     describe_histogram!(BATCH_SIZE, "Requests per ONNX Runtime batch");
+    describe_counter!(
+        SOLO_BATCHES_TOTAL,
+        "Batches run on the model's solo session, with the model to themselves"
+    );
     describe_gauge!(QUEUE_DEPTH, "Requests waiting in the batcher");
     describe_counter!(REJECTED_TOTAL, "Requests refused at admission, by reason");
     describe_counter!(
@@ -121,6 +127,10 @@ pub fn record_request(
 
 pub fn record_batch(model: &str, size: usize) {
     histogram!(BATCH_SIZE, "model" => model.to_string()).record(size as f64);
+}
+
+pub fn record_solo_batch(model: &str) {
+    counter!(SOLO_BATCHES_TOTAL, "model" => model.to_string()).increment(1);
 }
 
 pub fn set_queue_depth(model: &str, depth: usize) {

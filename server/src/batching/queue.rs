@@ -103,17 +103,20 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the actor on the current runtime; batches go out on `dispatch`.
+    /// Starts the actor on the current runtime; batches go out on `dispatch`, or on `solo` when they find
+    /// the model idle.
     pub fn start(
         model: &str,
         policy: BatchPolicy,
         capacity: usize,
         load: Arc<ModelLoad>,
         dispatch: mpsc::Sender<Batch>,
+        solo: Option<mpsc::Sender<Batch>>,
     ) -> Batcher {
         // The permits bound the channel's occupancy, so a send on it never waits.
         let (jobs, rx) = mpsc::channel(capacity);
-        tokio::spawn(actor(model.into(), policy, rx, load, dispatch));
+        let outlets = Outlets { dispatch, solo };
+        tokio::spawn(actor(model.into(), policy, rx, load, outlets));
         Batcher {
             model: model.into(),
             permits: Arc::new(Semaphore::new(capacity)),
@@ -158,12 +161,32 @@ impl Batcher {
     }
 }
 
+/// Where closed batches go: the instances' shared channel, and the solo session's own, if there is one.
+struct Outlets {
+    dispatch: mpsc::Sender<Batch>,
+    solo: Option<mpsc::Sender<Batch>>,
+}
+
+impl Outlets {
+    /// The solo session takes a batch that has the model to itself (nothing else in flight); it is then
+    /// idle, so its one-slot channel has room. Everything else goes to the instances.
+    fn for_batch(&self, model: &str, load: &ModelLoad) -> &mpsc::Sender<Batch> {
+        match &self.solo {
+            Some(solo) if load.in_flight.load(Ordering::Acquire) == 0 => {
+                metrics::record_solo_batch(model);
+                solo
+            }
+            _ => &self.dispatch,
+        }
+    }
+}
+
 async fn actor(
     model: Arc<str>,
     policy: BatchPolicy,
     mut rx: mpsc::Receiver<Job>,
     load: Arc<ModelLoad>,
-    dispatch: mpsc::Sender<Batch>,
+    outlets: Outlets,
 ) {
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut open = true;
@@ -182,8 +205,9 @@ async fn actor(
         match decision {
             Decision::Close(n) => {
                 let jobs: Vec<Job> = queue.drain(..n).collect();
+                let outlet = outlets.for_batch(&model, &load);
                 load.in_flight.fetch_add(1, Ordering::AcqRel);
-                if dispatch.send(Batch { jobs }).await.is_err() {
+                if outlet.send(Batch { jobs }).await.is_err() {
                     tracing::error!(%model, "model threads stopped; failing the queue");
                     break;
                 }

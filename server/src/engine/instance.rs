@@ -34,7 +34,9 @@ pub struct Context {
 /// Thread body: build and warm the session, report readiness, then serve until the queue closes.
 pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>) {
     let name = ctx.variant.config.name.clone();
-    let mut session = match build_session(&ctx).and_then(|mut s| warm_up(&mut s, &ctx).map(|_| s)) {
+    let loaded = build_session(&ctx.env, &ctx.variant, ctx.intra_op_threads)
+        .and_then(|mut s| warm_up(&mut s, &ctx.variant, ctx.max_batch_size).map(|_| s));
+    let mut session = match loaded {
         Ok(session) => session,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -63,34 +65,38 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
     tracing::debug!(model = %name, "model thread stopped");
 }
 
-pub fn build_session(ctx: &Context) -> anyhow::Result<Session> {
-    let e = |e: ort::Error| anyhow::anyhow!("{}: {e}", ctx.variant.config.name);
-    let session = Session::builder(&ctx.env)
+pub fn build_session(
+    env: &Environment,
+    variant: &Variant,
+    intra_op_threads: usize,
+) -> anyhow::Result<Session> {
+    let e = |e: ort::Error| anyhow::anyhow!("{}: {e}", variant.config.name);
+    let session = Session::builder(env)
         .map_err(e)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|err| e(err.into()))?
-        .with_intra_threads(ctx.intra_op_threads)
+        .with_intra_threads(intra_op_threads)
         .map_err(|err| e(err.into()))?
         .with_inter_threads(1)
         .map_err(|err| e(err.into()))?
         // Spinning workers would steal the cores that image decoding needs between batches.
         .with_intra_op_spinning(false)
         .map_err(|err| e(err.into()))?
-        .commit_from_file(&ctx.variant.model_path)
+        .commit_from_file(&variant.model_path)
         .map_err(e)?;
     Ok(session)
 }
 
 /// Runs a zeroed image through the whole path once, so the first real request is not the slow one and a
 /// broken config.json (wrong output names or shapes) fails at load instead of at the first request.
-fn warm_up(session: &mut Session, ctx: &Context) -> anyhow::Result<()> {
-    let input = &ctx.variant.config.input;
+fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> anyhow::Result<()> {
+    let input = &variant.config.input;
     let len = (input.width * input.height * 3) as usize;
     let data = match input.dtype {
         InputDtype::Uint8 => InputData::U8(vec![0; len]),
         InputDtype::Float32 => InputData::F32(vec![0.0; len]),
     };
-    let options = match ctx.variant.config.task {
+    let options = match variant.config.task {
         Task::Classification => TaskOptions::Classify { top_k: 1 },
         Task::Detection => TaskOptions::Detect {
             score_threshold: 0.5,
@@ -99,26 +105,18 @@ fn warm_up(session: &mut Session, ctx: &Context) -> anyhow::Result<()> {
         },
         Task::Segmentation => TaskOptions::Segment,
     };
-    let name = &ctx.variant.config.name;
+    let name = &variant.config.name;
     // A single image, then two when batching is on: the second run proves the batch dimension really is
     // symbolic and that outputs split per request, at load rather than under the first concurrent load.
-    for batch in [1, ctx.max_batch_size.min(2)]
-        .into_iter()
-        .filter(|&b| b >= 1)
-    {
+    for batch in [1, max_batch_size.min(2)].into_iter().filter(|&b| b >= 1) {
         let inputs = vec![&data; batch];
-        let outputs = run_session(session, &ctx.variant, &inputs)
+        let outputs = run_session(session, variant, &inputs)
             .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
-        let rows = collect_rows(&outputs, &ctx.variant.config.output, batch)
+        let rows = collect_rows(&outputs, &variant.config.output, batch)
             .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
         for row in &rows {
-            postprocess::decode(
-                &ctx.variant.config.output,
-                &ctx.variant.labels,
-                row,
-                options,
-            )
-            .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
+            postprocess::decode(&variant.config.output, &variant.labels, row, options)
+                .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
         }
     }
     Ok(())

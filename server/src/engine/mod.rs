@@ -4,6 +4,10 @@
 //! batch (so readiness means warmed, not just loaded), then serves batches from the model's queue: it builds
 //! the batch tensor, runs it, decodes each request's slice of the outputs and answers on the request's
 //! oneshot channel. A client that went away only closes its channel; the thread never panics on it.
+//!
+//! With `solo_intra_op_threads`, one more thread holds a wider session, and the batcher sends it every batch
+//! that finds the model idle: one request at a time gets every CPU, while under load the instances' narrow
+//! sessions run side by side, which on a few cores keeps them busier than one wide session can.
 pub mod instance;
 
 use std::{
@@ -19,6 +23,13 @@ use crate::{
     config::ModelKnobs,
     repository::Variant,
 };
+
+/// One model thread to start: its name suffix, its session's width, and where its batches come from.
+struct ThreadPlan {
+    label: String,
+    intra_op_threads: usize,
+    batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
+}
 
 /// A loaded, warmed model and the handle to its queue.
 pub struct Model {
@@ -86,19 +97,40 @@ pub fn load_model(
     let load = ModelLoad::new(knobs.instances);
     let (dispatch, batches) = mpsc::channel::<Batch>(knobs.instances + 1);
     let batches = Arc::new(Mutex::new(batches));
+    // A solo session is one more thread with a channel of its own: the batcher sends it the batches that
+    // find the model idle, so a lone request always runs on the same wide session and thread.
+    let mut threads: Vec<ThreadPlan> = (0..knobs.instances)
+        .map(|i| ThreadPlan {
+            label: i.to_string(),
+            intra_op_threads: knobs.intra_op_threads,
+            batches: batches.clone(),
+        })
+        .collect();
+    let solo = match knobs.solo_intra_op_threads {
+        0 => None,
+        threads_wide => {
+            let (solo_tx, solo_rx) = mpsc::channel::<Batch>(1);
+            threads.push(ThreadPlan {
+                label: "solo".into(),
+                intra_op_threads: threads_wide,
+                batches: Arc::new(Mutex::new(solo_rx)),
+            });
+            Some(solo_tx)
+        }
+    };
     let mut started = Vec::new();
-    for i in 0..knobs.instances {
+    for plan in threads {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let context = instance::Context {
             env: env.clone(),
             variant: variant.clone(),
-            intra_op_threads: knobs.intra_op_threads,
+            intra_op_threads: plan.intra_op_threads,
             max_batch_size: knobs.max_batch_size,
-            batches: batches.clone(),
+            batches: plan.batches,
             load: load.clone(),
         };
         std::thread::Builder::new()
-            .name(format!("model-{name}-{i}"))
+            .name(format!("model-{name}-{}", plan.label))
             .spawn(move || instance::run(context, ready_tx))?;
         started.push(ready_rx);
     }
@@ -112,7 +144,7 @@ pub fn load_model(
         max_queue_delay: knobs.max_queue_delay,
     };
     let _guard = runtime.enter();
-    let batcher = Batcher::start(&name, policy, knobs.queue_capacity, load, dispatch);
+    let batcher = Batcher::start(&name, policy, knobs.queue_capacity, load, dispatch, solo);
     Ok(Model {
         variant,
         knobs,
