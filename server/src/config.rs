@@ -54,10 +54,10 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_SEGMENTATION")]
     pub default_segmentation: Option<String>,
 
-    /// Largest batch the batcher forms. Default 1: with one single-threaded instance per CPU (the default)
-    /// batches did not raise throughput on CPU in our benchmark, and only add queueing (README, Benchmark).
-    /// With one wide instance (`--instances 1`), 4 to 8 is the better choice.
-    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 1)]
+    /// Largest batch the batcher forms. Larger batches raise throughput under load at some latency cost. With
+    /// one single-threaded instance per CPU (`--instances N`), 1 measured best for the float classifier and
+    /// the detector (README, Benchmark).
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
 
     /// How long (ms) a batch may wait for more requests after its first one while the model is busy. An idle
@@ -70,8 +70,8 @@ pub struct Config {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 128)]
     pub queue_capacity: usize,
 
-    /// ONNX Runtime sessions per model, each on its own thread. Default: the CPUs available, so that under
-    /// load one single-threaded session runs per CPU (plus the solo session below for lone requests).
+    /// ONNX Runtime sessions per model, each on its own thread. Default: 1. With as many as the CPUs, each
+    /// gets one intra-op thread and a solo session (below) serves lone requests.
     #[arg(long, env = "INSTANCES")]
     pub instances: Option<usize>,
 
@@ -181,7 +181,7 @@ impl Config {
                 }
             }
         }
-        knobs.instances = instances.unwrap_or(cpus).max(1);
+        knobs.instances = instances.unwrap_or(1).max(1);
         knobs.intra_op_threads = intra.unwrap_or((cpus / knobs.instances).max(1)).max(1);
         let solo_default = if knobs.instances > 1 { cpus } else { 0 };
         // A solo session no wider than the instances' would only cost memory.
