@@ -223,42 +223,23 @@ mod tests {
 
     #[test]
     fn solo_session_only_when_wider_than_the_instances() {
-        let knobs = |args: &[&str]| {
-            let config = Config::parse_from(std::iter::once("x").chain(args.iter().copied()));
-            config.knobs_for("a").unwrap()
+        let solo = |instances: &str, intra: &str, solo: Option<&str>| {
+            let mut args = vec!["x", "--instances", instances, "--intra-op-threads", intra];
+            args.extend(
+                solo.map(|t| ["--solo-intra-op-threads", t])
+                    .into_iter()
+                    .flatten(),
+            );
+            let knobs = Config::parse_from(args).knobs_for("a").unwrap();
+            knobs.solo_intra_op_threads
         };
-        let two_narrow = knobs(&["--instances", "2", "--intra-op-threads", "1"]);
         let cpus = crate::cpus::available();
-        let expected = if cpus > 1 { cpus } else { 0 };
-        assert_eq!(two_narrow.solo_intra_op_threads, expected);
-        let explicit = knobs(&[
-            "--instances",
-            "2",
-            "--intra-op-threads",
-            "1",
-            "--solo-intra-op-threads",
-            "3",
-        ]);
-        assert_eq!(explicit.solo_intra_op_threads, 3);
-        let not_wider = knobs(&[
-            "--instances",
-            "2",
-            "--intra-op-threads",
-            "2",
-            "--solo-intra-op-threads",
-            "2",
-        ]);
-        assert_eq!(not_wider.solo_intra_op_threads, 0);
-        let off = knobs(&[
-            "--instances",
-            "2",
-            "--intra-op-threads",
-            "1",
-            "--solo-intra-op-threads",
-            "0",
-        ]);
-        assert_eq!(off.solo_intra_op_threads, 0);
-        assert_eq!(knobs(&["--instances", "1"]).solo_intra_op_threads, 0);
+        let default = if cpus > 1 { cpus } else { 0 };
+        assert_eq!(solo("2", "1", None), default);
+        assert_eq!(solo("2", "1", Some("3")), 3);
+        assert_eq!(solo("2", "2", Some("2")), 0, "not wider than the instances");
+        assert_eq!(solo("2", "1", Some("0")), 0, "turned off");
+        assert_eq!(solo("1", "1", None), 0, "one instance has no solo session");
     }
 
     #[test]
