@@ -1,8 +1,7 @@
 //! The benchmark's figures, and the markdown tables they are printed as (ready to paste into the README).
 
-use mobilenet_serve::repository::Task;
-
 use mobilenet_serve::config::ModelKnobs;
+use mobilenet_serve::repository::Task;
 
 use crate::bare::{BatchRun, Layout};
 use crate::load::LoadRun;
@@ -328,6 +327,51 @@ fn fmt(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(layout: Layout, batch_size: usize, images_per_s: f64) -> BatchRun {
+        BatchRun {
+            layout,
+            batch_size,
+            images_per_s,
+            per_batch: Default::default(),
+        }
+    }
+
+    #[test]
+    fn best_bare_is_taken_over_every_layout_and_batch_size() {
+        let knobs = ModelKnobs {
+            max_batch_size: 1,
+            max_queue_delay: std::time::Duration::ZERO,
+            queue_capacity: 1,
+            instances: 2,
+            intra_op_threads: 1,
+            solo_intra_op_threads: 2,
+        };
+        let sequential = run(Layout::Solo, 1, 100.0);
+        let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);
+        report.bare = vec![
+            run(Layout::Instances, 1, 180.0),
+            run(Layout::Instances, 4, 170.0),
+            run(Layout::Solo, 4, 190.0),
+            run(Layout::Solo, 1, 150.0),
+        ];
+        let (best, how, batch) = report.best();
+        assert_eq!(
+            (best.median, how.as_str(), batch),
+            (190.0, "overlapped, solo session", 4)
+        );
+        assert_eq!(report.bare_at(Layout::Instances, 4).unwrap().median, 170.0);
+        assert_eq!(report.layout_shape(Layout::Solo), "solo 1 × 2");
+        let table = markdown(&[report], 8, 5, 1);
+        assert!(
+            table.contains("| m | 2 × 1 / 2 | - | 180 | 170 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| m | solo 1 × 2 / 2 | 100 | 150 | 190 |"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn spread_takes_the_median_and_range() {
