@@ -5,10 +5,10 @@
 //! pool. With the default policy (`SCHED_OTHER`) each such wake-up may preempt an intra-op thread mid-operator,
 //! and the whole operator then waits for it. `SCHED_BATCH` turns off that wake-up preemption for our threads:
 //! a woken thread runs when a core frees up or the running one's time slice ends, so operators run through.
-//! Measured on 2 CPUs with one 2-thread session, in four alternating runs of two servers against the same
-//! bare pipeline: the float classifier served 3.5% more images/s at saturation (server-to-bare 0.862 against
-//! 0.834 on average), with no change at one client. Switching to `SCHED_BATCH` needs no privilege, and the
-//! policy is inherited by every thread created afterwards, including ONNX Runtime's.
+//! Measured on 2 CPUs with one 2-thread session, in four alternating runs of two servers, one per policy, each
+//! against a bare pipeline under its own policy: the float classifier served 3.5% more images/s at saturation
+//! (server-to-bare 0.862 against 0.834 on average), with no change at one client. Switching to `SCHED_BATCH`
+//! needs no privilege, and the policy is inherited by every thread created afterwards, ONNX Runtime's too.
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
