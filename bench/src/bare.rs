@@ -194,110 +194,100 @@ impl Bare {
     ) -> anyhow::Result<BatchRun> {
         // The decode and session threads it starts inherit the policy.
         under_policy(self.scheduling, || {
-            self.pipelined(layout, images, batch_size, decoders, duration)
-        })
-    }
-
-    fn pipelined(
-        &mut self,
-        layout: Layout,
-        images: &[Vec<u8>],
-        batch_size: usize,
-        decoders: usize,
-        duration: Duration,
-    ) -> anyhow::Result<BatchRun> {
-        let sessions: Vec<&mut Session> = match layout {
-            Layout::Instances => self.sessions.iter_mut().collect(),
-            Layout::Solo => self.solo.iter_mut().collect(),
-        };
-        anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
-        let stop = AtomicBool::new(false);
-        let next = AtomicUsize::new(0);
-        let (variant, options, max_pixels) = (&*self.variant, self.options, self.max_pixels);
-        let runners = sessions.len();
-        // Room for the batches being formed and the next one: decoding stays ahead without piling up.
-        let (tx, rx) =
-            std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>((runners + 1) * batch_size);
-        let rx = Mutex::new(rx);
-        let live_decoders = AtomicUsize::new(decoders.max(1));
-        // Each runner takes a whole batch under the lock, as a server instance takes a closed batch.
-        let take = || -> anyhow::Result<Vec<Prepared>> {
-            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-            (0..batch_size)
-                .map(|_| rx.recv().map_err(|_| anyhow!("decode threads stopped"))?)
-                .collect()
-        };
-        let run = |session: &mut Session| -> anyhow::Result<(Samples, Duration)> {
-            Bare::infer(session, variant, options, &take()?)?;
-            let mut per_batch = Samples::default();
-            let start = Instant::now();
-            while start.elapsed() < duration || per_batch.len() < 3 {
-                let batch = take()?;
-                let t = Instant::now();
-                Bare::infer(session, variant, options, &batch)?;
-                per_batch.push(t.elapsed());
-            }
-            Ok((per_batch, start.elapsed()))
-        };
-        std::thread::scope(|scope| {
-            for _ in 0..decoders.max(1) {
-                let (tx, stop, next, live) = (tx.clone(), &stop, &next, &live_decoders);
-                scope.spawn(move || {
-                    let _done = Decrement(live);
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let prepared = imaging::prepare(
-                            &images[i % images.len()],
-                            &variant.config.input,
-                            max_pixels,
-                        )
-                        .map_err(anyhow::Error::from);
-                        if tx.send(prepared).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            let runs: Vec<_> = sessions
-                .into_iter()
-                .map(|session| scope.spawn(|| run(session)))
-                .collect();
-            let mut result: anyhow::Result<BatchRun> = Ok(BatchRun {
-                layout,
-                batch_size,
-                images_per_s: 0.0,
-                per_batch: Samples::default(),
-            });
-            for joined in runs {
-                let outcome = joined
-                    .join()
-                    .map_err(|_| anyhow!("a session thread panicked"))
-                    .and_then(|r| r);
-                match (&mut result, outcome) {
-                    (Ok(total), Ok((per_batch, elapsed))) => {
-                        // Each runner's own rate; together they are the pipeline's.
-                        total.images_per_s +=
-                            (per_batch.len() * batch_size) as f64 / elapsed.as_secs_f64();
-                        total.per_batch.extend(per_batch);
-                    }
-                    (Ok(_), Err(e)) => result = Err(e),
-                    (Err(_), _) => {}
+            let sessions: Vec<&mut Session> = match layout {
+                Layout::Instances => self.sessions.iter_mut().collect(),
+                Layout::Solo => self.solo.iter_mut().collect(),
+            };
+            anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
+            let stop = AtomicBool::new(false);
+            let next = AtomicUsize::new(0);
+            let (variant, options, max_pixels) = (&*self.variant, self.options, self.max_pixels);
+            let runners = sessions.len();
+            // Room for the batches being formed and the next one: decoding stays ahead without piling up.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>(
+                (runners + 1) * batch_size,
+            );
+            let rx = Mutex::new(rx);
+            let live_decoders = AtomicUsize::new(decoders.max(1));
+            // Each runner takes a whole batch under the lock, as a server instance takes a closed batch.
+            let take = || -> anyhow::Result<Vec<Prepared>> {
+                let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                (0..batch_size)
+                    .map(|_| rx.recv().map_err(|_| anyhow!("decode threads stopped"))?)
+                    .collect()
+            };
+            let run = |session: &mut Session| -> anyhow::Result<(Samples, Duration)> {
+                Bare::infer(session, variant, options, &take()?)?;
+                let mut per_batch = Samples::default();
+                let start = Instant::now();
+                while start.elapsed() < duration || per_batch.len() < 3 {
+                    let batch = take()?;
+                    let t = Instant::now();
+                    Bare::infer(session, variant, options, &batch)?;
+                    per_batch.push(t.elapsed());
                 }
-            }
-            // Stop the decoders, emptying the channel until each has seen the flag: one blocked on a full
-            // channel would otherwise never return and the scope would never end.
-            stop.store(true, Ordering::Relaxed);
-            while live_decoders.load(Ordering::Acquire) > 0 {
-                while rx
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .try_recv()
-                    .is_ok()
-                {}
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            result
+                Ok((per_batch, start.elapsed()))
+            };
+            std::thread::scope(|scope| {
+                for _ in 0..decoders.max(1) {
+                    let (tx, stop, next, live) = (tx.clone(), &stop, &next, &live_decoders);
+                    scope.spawn(move || {
+                        let _done = Decrement(live);
+                        while !stop.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let prepared = imaging::prepare(
+                                &images[i % images.len()],
+                                &variant.config.input,
+                                max_pixels,
+                            )
+                            .map_err(anyhow::Error::from);
+                            if tx.send(prepared).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let runs: Vec<_> = sessions
+                    .into_iter()
+                    .map(|session| scope.spawn(|| run(session)))
+                    .collect();
+                let mut result: anyhow::Result<BatchRun> = Ok(BatchRun {
+                    layout,
+                    batch_size,
+                    images_per_s: 0.0,
+                    per_batch: Samples::default(),
+                });
+                for joined in runs {
+                    let outcome = joined
+                        .join()
+                        .map_err(|_| anyhow!("a session thread panicked"))
+                        .and_then(|r| r);
+                    match (&mut result, outcome) {
+                        (Ok(total), Ok((per_batch, elapsed))) => {
+                            // Each runner's own rate; together they are the pipeline's.
+                            total.images_per_s +=
+                                (per_batch.len() * batch_size) as f64 / elapsed.as_secs_f64();
+                            total.per_batch.extend(per_batch);
+                        }
+                        (Ok(_), Err(e)) => result = Err(e),
+                        (Err(_), _) => {}
+                    }
+                }
+                // Stop the decoders, emptying the channel until each has seen the flag: one blocked on a full
+                // channel would otherwise never return and the scope would never end.
+                stop.store(true, Ordering::Relaxed);
+                while live_decoders.load(Ordering::Acquire) > 0 {
+                    while rx
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .try_recv()
+                        .is_ok()
+                    {}
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                result
+            })
         })
     }
 }
