@@ -7,7 +7,8 @@ use common::*;
 
 const MODEL: &str = "mobilenet_v2_1.0_224";
 
-async fn classify(http: &reqwest::Client, url: &str, name: &str) -> String {
+/// Classifies `name` over HTTP and checks the answer against the reference.
+async fn classify_and_check(http: &reqwest::Client, url: &str, name: &str) {
     let response = http
         .post(url)
         .multipart(form(image(name), name))
@@ -16,7 +17,11 @@ async fn classify(http: &reqwest::Client, url: &str, name: &str) -> String {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    body["classes"][0]["label"].as_str().unwrap().to_string()
+    let top1 = body["classes"][0]["label"].as_str().unwrap();
+    assert!(
+        classification_agrees(top1, &reference()[name]["classify_stretch"]),
+        "{name}: {top1}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +43,7 @@ async fn lone_requests_run_solo_and_concurrent_ones_on_the_instances() {
     let names = ["burger.jpg", "parrot.jpg", "cat.bmp"];
     // One after the other: each finds the model idle.
     for name in names {
-        let top1 = classify(&http, &server.url("/v1/classify"), name).await;
-        assert!(
-            classification_agrees(&top1, &reference()[name]["classify_stretch"]),
-            "{name} on the solo session: {top1}"
-        );
+        classify_and_check(&http, &server.url("/v1/classify"), name).await;
     }
     let labels = [("model", MODEL)];
     let metrics = server.metrics().await;
@@ -53,21 +54,16 @@ async fn lone_requests_run_solo_and_concurrent_ones_on_the_instances() {
     );
 
     // All at once: while the solo session is busy, the others go to the instances.
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let (http, name, url) = (
-            http.clone(),
-            names[i % names.len()],
-            server.url("/v1/classify"),
-        );
-        tasks.push(tokio::spawn(async move {
-            let top1 = classify(&http, &url, name).await;
-            assert!(
-                classification_agrees(&top1, &reference()[name]["classify_stretch"]),
-                "request {i} on {name}: {top1}"
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (http, name, url) = (
+                http.clone(),
+                names[i % names.len()],
+                server.url("/v1/classify"),
             );
-        }));
-    }
+            tokio::spawn(async move { classify_and_check(&http, &url, name).await })
+        })
+        .collect();
     for task in tasks {
         task.await.unwrap();
     }
