@@ -31,9 +31,6 @@ ARM_HTTP=127.0.0.1:${ARM64_HTTP_PORT:-18280} ARM_GRPC=127.0.0.1:${ARM64_GRPC_POR
 OUT="$TARGET_DIR/arm64-check"
 mkdir -p "$OUT" "$CACHE"
 
-t0=$SECONDS
-log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; }
 trap cleanup EXIT

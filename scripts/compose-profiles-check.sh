@@ -32,14 +32,8 @@ DASHBOARD=deploy/grafana/dashboards/mobilenet-serve.json
 DATASOURCES=deploy/grafana/provisioning/datasources/prometheus.yml
 PROJECT=mobilenet-serve-profiles
 REQUESTS=5
-mkdir -p "$PROFILES_OUT" loadtest/results
-REPORT="$PROFILES_OUT/report.txt"
-: >"$REPORT"
-
-t0=$SECONDS
-log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
-note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+mkdir -p loadtest/results
+start_report "$PROFILES_OUT/report.txt"
 find_compose
 # The same choice of Compose as scripts/docker-e2e.sh (Debian 12 ships v1, docker-compose 1.29, which has profiles).
 compose() { "${COMPOSE[@]}" -p "$PROJECT" "$@"; }

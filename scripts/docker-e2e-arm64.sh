@@ -34,14 +34,8 @@ E2E_OUT="${E2E_OUT:-$ROOT/target/docker-e2e}"
 ARM_CONTAINER=mobilenet-serve-e2e-arm64
 REF_CONTAINER=mobilenet-serve-e2e-arm64-ref
 export DOCKER_BUILDKIT=0
-mkdir -p "$E2E_OUT"
-REPORT="$E2E_OUT/e2e-arm64.txt"
-: >"$REPORT"
-
-t0=$SECONDS
-log() { printf '== [%4ds] arm64: %s\n' $((SECONDS - t0)) "$*"; }
-note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+start_report "$E2E_OUT/e2e-arm64.txt"
+LOG_PREFIX="arm64: "
 cleanup() { docker rm -f "$ARM_CONTAINER" "$REF_CONTAINER" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

@@ -26,14 +26,7 @@ READY_TIMEOUT="${E2E_READY_TIMEOUT:-300}"
 CONTAINER=mobilenet-serve-e2e
 PROJECT=mobilenet-serve-e2e
 export DOCKER_BUILDKIT=0   # the classic builder: this machine has no buildx
-mkdir -p "$E2E_OUT"
-REPORT="$E2E_OUT/e2e.txt"
-: >"$REPORT"
-
-t0=$SECONDS
-log() { printf '== [%4ds] %s\n' $((SECONDS - t0)) "$*"; }
-note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+start_report "$E2E_OUT/e2e.txt"
 find_compose
 
 # --- 1. engine ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,19 @@
 # Shared by the scripts that drive Docker (docker-e2e.sh, docker-e2e-arm64.sh, compose-profiles-check.sh) and the
-# qemu checks (arm64-check.sh). Sourced, not run; the caller defines log() and die().
+# qemu checks (arm64-check.sh). Sourced, not run.
+
+# The timed log and the failure exit of every check; the clock starts when this file is sourced.
+t0=$SECONDS
+LOG_PREFIX=""
+log() { printf '== [%4ds] %s%s\n' $((SECONDS - t0)) "$LOG_PREFIX" "$*"; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# start_report FILE: empties FILE (creating its folder) as $REPORT, which note() appends to and prints.
+start_report() {
+  REPORT="$1"
+  mkdir -p "$(dirname "$REPORT")"
+  : >"$REPORT"
+}
+note() { printf '%s\n' "$*" | tee -a "$REPORT"; }
 
 # COMPOSE: the compose command this machine has (v2 plugin, else v1), empty if none.
 find_compose() {
