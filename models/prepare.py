@@ -4,6 +4,8 @@ Usage: prepare.py [--only VARIANT ...] [--report] [--mirror DIR] [--cache DIR] [
 Settings default to the env vars the Makefile exports (MODEL_MIRROR, MODEL_CACHE, MODEL_REPOSITORY, TEST_IMAGES;
 MODEL_OFFLINE=1 forbids downloads). A verified build of a variant is cached under MODEL_CACHE/built/<variant>/<key>,
 key = hash(source sha256s, the variant's manifest entry, this folder's code, tool versions); a rerun only republishes.
+A variant's `serving` hints are not part of the build: publishing writes them into config.json, so retuning them
+never rebuilds a graph.
 Repository folders are written beside their final place and renamed in, so none is ever half-written."""
 import argparse
 import importlib.metadata
@@ -65,7 +67,8 @@ def labels_for(v: dict, manifest: dict, settings: Settings) -> tuple[list[str], 
 def build_key(v: dict, sources: list[Path]) -> str:
     code = [sha256_file(MODELS_DIR / f) for f in CODE_FILES]
     tools = [importlib.metadata.version(t) for t in TOOLS]
-    return sha256_text(json.dumps([v, [sha256_file(p) for p in sources], code, tools], sort_keys=True))[:24]
+    build = {k: x for k, x in v.items() if k != "serving"}
+    return sha256_text(json.dumps([build, [sha256_file(p) for p in sources], code, tools], sort_keys=True))[:24]
 
 
 def make_config(v: dict, model, params: int, madds: int) -> dict:
@@ -150,14 +153,17 @@ def build_variant(v, manifest, settings, top1_cache) -> Path:
     return built
 
 
-def publish(built: Path, dest: Path) -> None:
-    """Copy a build into the repository atomically: temp folder beside dest, then rename."""
+def publish(built: Path, dest: Path, serving: dict) -> None:
+    """Copy a build into the repository atomically (temp folder beside dest, then rename), with the variant's
+    serving hints written into its config.json."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the server may run as another user
     try:
-        for f in ("model.onnx", "labels.txt", "config.json"):
+        for f in ("model.onnx", "labels.txt"):
             shutil.copy2(built / f, tmp / f)
+        cfg = json.loads((built / "config.json").read_text())
+        (tmp / "config.json").write_text(json.dumps({**cfg, "serving": serving}, indent=2) + "\n")
         old = None
         if dest.exists():
             old = dest.parent / f".old-{dest.name}-{os.getpid()}"
@@ -185,7 +191,7 @@ def prepare(settings: Settings, only: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             built = build_variant(v, manifest, settings, top1_cache)
-            publish(built, settings.repository / v["name"])
+            publish(built, settings.repository / v["name"], v.get("serving", {}))
             records[v["name"]] = json.loads((built / "verification.json").read_text())
             print(f"ok   {v['name']:32s} {time.monotonic() - t0:6.1f}s", flush=True)
         except PrepareError as e:

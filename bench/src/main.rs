@@ -178,7 +178,7 @@ fn open_bare(
 ) -> anyhow::Result<(bare::Bare, ModelReport)> {
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let (name, task) = (variant.config.name.clone(), variant.config.task);
-    let knobs = config.knobs_for(&name)?;
+    let knobs = config.knobs_for(&name, variant.config.serving)?;
     let solo = match knobs.solo_intra_op_threads {
         0 => String::new(),
         t => format!(" (+ a solo session x {t})"),

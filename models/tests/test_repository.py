@@ -38,13 +38,16 @@ def test_index_matches_manifest(repo, manifest):
                                  "segmentation": "deeplabv3_mnv2_513"}
 
 
-def test_every_variant_follows_the_contract(repo):
+def test_every_variant_follows_the_contract(repo, manifest):
     root, index = repo
+    serving = {v["name"]: v.get("serving", {}) for v in manifest["variant"]}
     for name in index["variants"]:
         d = root / name
         assert sorted(p.name for p in d.iterdir()) == ["config.json", "labels.txt", "model.onnx"], name
         cfg = json.loads((d / "config.json").read_text())
         assert cfg["name"] == name and cfg["model_file"] == "model.onnx" and cfg["labels_file"] == "labels.txt"
+        assert cfg["serving"] == serving[name], name  # the server's layout hints, as the manifest states them
+        assert set(cfg["serving"]) <= {"sessions", "max_batch_size"}, name
         assert set(cfg["attributes"]) == {"width", "resolution", "precision", "parameters", "multiply_adds"}
         assert cfg["attributes"]["parameters"] > 0 and cfg["attributes"]["multiply_adds"] > 0
         model = onnx.load(str(d / "model.onnx"), load_external_data=False)

@@ -1,11 +1,18 @@
 //! All configuration, from flags or environment variables (clap). Every field documents why it exists.
-//! Per-model batching knobs have global defaults sized from the CPUs this process may use, and can be
-//! overridden per variant with `--model-override`.
+//! Per-model batching and session knobs come, first match wins, from a `--model-override` for that variant,
+//! a global flag, the variant's `serving` hints in the model repository, and built-in defaults sized from the
+//! CPUs this process may use.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::sched::CpuScheduling;
+use crate::{
+    repository::{ServingHints, SessionLayout},
+    sched::CpuScheduling,
+};
+
+/// Largest batch when neither a flag nor the model repository says otherwise.
+const DEFAULT_MAX_BATCH_SIZE: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -54,11 +61,10 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_SEGMENTATION")]
     pub default_segmentation: Option<String>,
 
-    /// Largest batch the batcher forms. Larger batches raise throughput under load at some latency cost. With
-    /// one single-threaded instance per CPU (`--instances N`), 1 measured best for the float classifier and
-    /// the detector (README, Benchmark).
-    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
-    pub max_batch_size: usize,
+    /// Largest batch the batcher forms, for every model. Larger batches raise throughput under load at some
+    /// latency cost. Default: the model's `serving.max_batch_size` in the repository, else 8.
+    #[arg(long, env = "MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
 
     /// How long (ms) a batch may wait for more requests after its first one while the model is busy. An idle
     /// model runs a lone request at once, so this only adds latency under load.
@@ -70,8 +76,9 @@ pub struct Config {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 128)]
     pub queue_capacity: usize,
 
-    /// ONNX Runtime sessions per model, each on its own thread. Default: 1. With as many as the CPUs, each
-    /// gets one intra-op thread and a solo session (below) serves lone requests.
+    /// ONNX Runtime sessions per model, each on its own thread, for every model. Default: from the model's
+    /// `serving.sessions` in the repository, one per CPU for `per_cpu`, else 1. With as many as the CPUs,
+    /// each gets one intra-op thread and a solo session (below) serves lone requests.
     #[arg(long, env = "INSTANCES")]
     pub instances: Option<usize>,
 
@@ -144,14 +151,16 @@ impl Config {
             .max(1)
     }
 
-    /// The knobs for `variant`: global values, CPU-sized defaults, then that variant's overrides.
-    pub fn knobs_for(&self, variant: &str) -> anyhow::Result<ModelKnobs> {
+    /// The knobs for `variant`: its overrides, else the global flags, else the repository's `hints` for it,
+    /// else CPU-sized defaults.
+    pub fn knobs_for(&self, variant: &str, hints: ServingHints) -> anyhow::Result<ModelKnobs> {
         let cpus = crate::cpus::available();
+        let mut max_batch_size = self.max_batch_size;
         let mut instances = self.instances;
         let mut intra = self.intra_op_threads;
         let mut solo = self.solo_intra_op_threads;
         let mut knobs = ModelKnobs {
-            max_batch_size: self.max_batch_size,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
             queue_capacity: self.queue_capacity,
             instances: 1,
@@ -171,7 +180,7 @@ impl Config {
                 })?;
                 let value: u64 = value.trim().parse()?;
                 match key.trim() {
-                    "max_batch_size" => knobs.max_batch_size = value as usize,
+                    "max_batch_size" => max_batch_size = Some(value as usize),
                     "max_queue_delay_ms" => knobs.max_queue_delay = Duration::from_millis(value),
                     "queue_capacity" => knobs.queue_capacity = value as usize,
                     "instances" => instances = Some(value as usize),
@@ -181,7 +190,14 @@ impl Config {
                 }
             }
         }
-        knobs.instances = instances.unwrap_or(1).max(1);
+        knobs.max_batch_size = max_batch_size
+            .or(hints.max_batch_size)
+            .unwrap_or(DEFAULT_MAX_BATCH_SIZE);
+        let hinted_instances = match hints.sessions {
+            Some(SessionLayout::PerCpu) => cpus,
+            Some(SessionLayout::Shared) | None => 1,
+        };
+        knobs.instances = instances.unwrap_or(hinted_instances).max(1);
         knobs.intra_op_threads = intra.unwrap_or((cpus / knobs.instances).max(1)).max(1);
         let solo_default = if knobs.instances > 1 { cpus } else { 0 };
         // A solo session no wider than the instances' would only cost memory.
@@ -213,12 +229,18 @@ mod tests {
             "--model-override",
             "a:max_batch_size=16,instances=2,intra_op_threads=1",
         ]);
-        let a = config.knobs_for("a").unwrap();
+        let a = config.knobs_for("a", ServingHints::default()).unwrap();
         assert_eq!(
             (a.max_batch_size, a.instances, a.intra_op_threads),
             (16, 2, 1)
         );
-        assert_eq!(config.knobs_for("b").unwrap().max_batch_size, 4);
+        assert_eq!(
+            config
+                .knobs_for("b", ServingHints::default())
+                .unwrap()
+                .max_batch_size,
+            4
+        );
     }
 
     #[test]
@@ -230,7 +252,9 @@ mod tests {
                     .into_iter()
                     .flatten(),
             );
-            let knobs = Config::parse_from(args).knobs_for("a").unwrap();
+            let knobs = Config::parse_from(args)
+                .knobs_for("a", ServingHints::default())
+                .unwrap();
             knobs.solo_intra_op_threads
         };
         let cpus = crate::cpus::available();
@@ -243,8 +267,62 @@ mod tests {
     }
 
     #[test]
+    fn repository_hints_apply_only_where_no_flag_is_given() {
+        let per_cpu = ServingHints {
+            sessions: Some(SessionLayout::PerCpu),
+            max_batch_size: Some(1),
+        };
+        let knobs = |args: &[&str]| {
+            let args = std::iter::once("x").chain(args.iter().copied());
+            Config::parse_from(args).knobs_for("a", per_cpu).unwrap()
+        };
+        let cpus = crate::cpus::available();
+        let hinted = knobs(&[]);
+        assert_eq!(
+            (
+                hinted.max_batch_size,
+                hinted.instances,
+                hinted.intra_op_threads
+            ),
+            (1, cpus, 1)
+        );
+        let flagged = knobs(&["--max-batch-size", "4", "--instances", "1"]);
+        assert_eq!(
+            (
+                flagged.max_batch_size,
+                flagged.instances,
+                flagged.intra_op_threads
+            ),
+            (4, 1, cpus)
+        );
+        let overridden = knobs(&[
+            "--max-batch-size",
+            "4",
+            "--model-override",
+            "a:max_batch_size=2",
+        ]);
+        assert_eq!(
+            overridden.max_batch_size, 2,
+            "an override beats a global flag"
+        );
+        let shared = ServingHints {
+            sessions: Some(SessionLayout::Shared),
+            max_batch_size: None,
+        };
+        let unhinted = Config::parse_from(["x"]).knobs_for("a", shared).unwrap();
+        assert_eq!(
+            (
+                unhinted.max_batch_size,
+                unhinted.instances,
+                unhinted.intra_op_threads
+            ),
+            (DEFAULT_MAX_BATCH_SIZE, 1, cpus)
+        );
+    }
+
+    #[test]
     fn bad_override_is_an_error() {
         let config = Config::parse_from(["x", "--model-override", "a:bogus=1"]);
-        assert!(config.knobs_for("a").is_err());
+        assert!(config.knobs_for("a", ServingHints::default()).is_err());
     }
 }

@@ -204,7 +204,7 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
     let mut models = Vec::new();
     for variant in repository.variants {
         let name = variant.config.name.clone();
-        let knobs = config.knobs_for(&name)?;
+        let knobs = config.knobs_for(&name, variant.config.serving)?;
         let started = std::time::Instant::now();
         let model = engine::load_model(&env, variant, knobs.clone(), runtime)?;
         tracing::info!(model = %name, ?knobs, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");

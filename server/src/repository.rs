@@ -49,6 +49,29 @@ pub struct VariantConfig {
     pub attributes: Attributes,
     pub input: InputSpec,
     pub output: OutputSpec,
+    #[serde(default)]
+    pub serving: ServingHints,
+}
+
+/// How the model prefers to be served (`serving` in config.json), chosen per variant from `make bench` runs
+/// on the manifest's side. Hints only: a global flag or a `--model-override` wins (`Config::knobs_for`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingHints {
+    pub sessions: Option<SessionLayout>,
+    pub max_batch_size: Option<usize>,
+}
+
+/// How a model's ONNX Runtime sessions share the CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionLayout {
+    /// One session whose intra-op threads use every CPU: best when batching pays, since one wide session
+    /// turns a batch into more work per operator.
+    Shared,
+    /// One single-threaded session per CPU, side by side, plus a solo session on every CPU for lone
+    /// requests: best for graphs whose operators are too small to split well between threads.
+    PerCpu,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -175,6 +175,7 @@ mod tests {
                 resize: ResizeMode::Stretch,
             },
             output: OutputSpec::ClassMap { map: "m".into() },
+            serving: Default::default(),
         }))
     }
 

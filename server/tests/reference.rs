@@ -310,3 +310,25 @@ async fn routing_by_attributes_and_listing() {
             .any(|m| m.name == DETECTOR && m.is_default && m.task == "detection")
     );
 }
+
+/// This server runs with no layout flags, so each model's `serving` hints from the repository decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_serving_hints_set_the_layout() {
+    let metrics = server().metrics().await;
+    let cpus = mobilenet_serve::cpus::available().to_string();
+    let layout = |model, max_batch_size, instances: &str| {
+        let labels = [
+            ("model", model),
+            ("max_batch_size", max_batch_size),
+            ("instances", instances),
+        ];
+        metric_value(&metrics, "mobilenet_model_info", &labels)
+    };
+    // manifest.toml: per_cpu with batches of 1 for the float classifier and the detector, shared with
+    // batches of up to 8 for the int8 classifier and the 513 segmenter; no hints for the 257 segmenter.
+    assert_eq!(layout(CLASSIFIERS[0], "1", &cpus), 1.0, "{metrics}");
+    assert_eq!(layout(DETECTOR, "1", &cpus), 1.0, "{metrics}");
+    assert_eq!(layout(CLASSIFIERS[1], "8", "1"), 1.0, "{metrics}");
+    assert_eq!(layout(SEGMENTERS[0].0, "8", "1"), 1.0, "{metrics}");
+    assert_eq!(layout(SEGMENTERS[1].0, "8", "1"), 1.0, "{metrics}");
+}
