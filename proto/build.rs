@@ -13,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("mobilenet_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // `bytes` fields as `bytes::Bytes`: an uploaded image is then a slice of the received message, not a
+    // copy of it, and a client can send the same image many times without copying it per request.
+    tonic_prost_build::configure()
+        .bytes(".mobilenet.v1")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use bytes::Bytes;
 use mobilenet_serve::config::ModelKnobs;
 use mobilenet_serve::engine::instance;
 use mobilenet_serve::imaging::{self, InputData, Prepared};
@@ -143,13 +144,13 @@ impl Bare {
     /// One image at a time, decode then inference, for about `duration` (after one untimed image).
     pub fn measure_sequential(
         &mut self,
-        images: &[Vec<u8>],
+        images: &[Bytes],
         duration: Duration,
     ) -> anyhow::Result<BatchRun> {
         under_policy(self.scheduling, || self.sequential(images, duration))
     }
 
-    fn sequential(&mut self, images: &[Vec<u8>], duration: Duration) -> anyhow::Result<BatchRun> {
+    fn sequential(&mut self, images: &[Bytes], duration: Duration) -> anyhow::Result<BatchRun> {
         let one = |bare: &mut Bare, i: usize| -> anyhow::Result<()> {
             let prepared = bare.prepare(&images[i % images.len()])?;
             let session = match bare.solo.as_mut() {
@@ -187,7 +188,7 @@ impl Bare {
     pub fn measure_pipelined(
         &mut self,
         layout: Layout,
-        images: &[Vec<u8>],
+        images: &[Bytes],
         batch_size: usize,
         decoders: usize,
         duration: Duration,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mobilenet_client::{ClassifyOptions, Client, DetectOptions, Selector};
 use mobilenet_serve::repository::Task;
 
@@ -22,7 +23,7 @@ async fn send(
     client: &Client,
     task: Task,
     selector: &Selector,
-    image: Vec<u8>,
+    image: Bytes,
 ) -> Result<(), String> {
     let result = match task {
         Task::Classification => client
@@ -42,7 +43,7 @@ pub async fn closed_loop(
     client: &Client,
     task: Task,
     model: &str,
-    images: Arc<Vec<Vec<u8>>>,
+    images: Arc<Vec<Bytes>>,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,

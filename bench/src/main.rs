@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Parser;
 use mobilenet_client::{Client, Protocol};
 use mobilenet_serve::config::Config;
@@ -174,7 +175,7 @@ fn open_bare(
     variant: mobilenet_serve::repository::Variant,
     config: &Config,
     args: &Args,
-    images: &[Vec<u8>],
+    images: &[Bytes],
 ) -> anyhow::Result<(bare::Bare, ModelReport)> {
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let (name, task) = (variant.config.name.clone(), variant.config.task);
@@ -212,7 +213,7 @@ fn measure_bare(
     pipeline: &mut bare::Bare,
     config: &Config,
     args: &Args,
-    images: &[Vec<u8>],
+    images: &[Bytes],
 ) -> anyhow::Result<Vec<bare::BatchRun>> {
     let duration = Duration::from_secs_f64(args.duration) / 2;
     let mut runs = Vec::new();
@@ -239,7 +240,7 @@ async fn measure_server(
     client: &Client,
     report: &ModelReport,
     args: &Args,
-    images: &Arc<Vec<Vec<u8>>>,
+    images: &Arc<Vec<Bytes>>,
     concurrency: usize,
 ) -> ServerRun {
     let before = server.batch_totals(&report.model).await;
@@ -276,7 +277,7 @@ async fn measure_server(
 }
 
 /// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).
-fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Bytes>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -289,6 +290,10 @@ fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     anyhow::ensure!(!paths.is_empty(), "no JPEG images in {}", dir.display());
     paths
         .iter()
-        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .map(|p| {
+            std::fs::read(p)
+                .map(Bytes::from)
+                .with_context(|| format!("reading {}", p.display()))
+        })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! The gRPC protocol (`mobilenet.v1.Inference`), converting the protobuf answers into [`crate::types`].
 
+use bytes::Bytes;
 use mobilenet_proto::v1 as pb;
 use pb::inference_client::InferenceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -40,7 +41,7 @@ impl GrpcClient {
 
     pub async fn classify(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
         options: &ClassifyOptions,
     ) -> Result<ClassifyResult, ClientError> {
@@ -76,7 +77,7 @@ impl GrpcClient {
 
     pub async fn detect(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
         options: &DetectOptions,
     ) -> Result<DetectResult, ClientError> {
@@ -115,7 +116,7 @@ impl GrpcClient {
 
     pub async fn segment(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
     ) -> Result<SegmentResult, ClientError> {
         let request = pb::SegmentRequest {

@@ -1,5 +1,6 @@
 //! The HTTP/JSON protocol: images go up as the multipart field `image`, options in the query string.
 
+use bytes::Bytes;
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -54,7 +55,7 @@ impl HttpClient {
 
     pub async fn classify(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
         options: &ClassifyOptions,
     ) -> Result<ClassifyResult, ClientError> {
@@ -65,7 +66,7 @@ impl HttpClient {
 
     pub async fn detect(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
         options: &DetectOptions,
     ) -> Result<DetectResult, ClientError> {
@@ -78,7 +79,7 @@ impl HttpClient {
 
     pub async fn segment(
         &self,
-        image: Vec<u8>,
+        image: Bytes,
         selector: &Selector,
     ) -> Result<SegmentResult, ClientError> {
         let mut query = selector_query(selector);
@@ -101,11 +102,14 @@ impl HttpClient {
     async fn infer<T: DeserializeOwned>(
         &self,
         task: &str,
-        image: Vec<u8>,
+        image: Bytes,
         query: Vec<(&'static str, String)>,
     ) -> Result<T, ClientError> {
         let media_type = sniff_media_type(&image);
-        let part = Part::bytes(image)
+        // A stream part of known length: the image is sent from the caller's buffer, and the form still has a
+        // Content-Length.
+        let length = image.len() as u64;
+        let part = Part::stream_with_length(image, length)
             .file_name("image")
             .mime_str(media_type)
             .map_err(|e| ClientError::Protocol(chain(&e)))?;

@@ -21,6 +21,8 @@ pub mod overlay;
 pub mod types;
 
 pub use error::ClientError;
+
+use bytes::Bytes;
 pub use types::*;
 
 /// The wire protocol a [`Client`] speaks.
@@ -60,25 +62,25 @@ impl Client {
 
     pub async fn classify(
         &self,
-        image: Vec<u8>,
+        image: impl Into<Bytes>,
         selector: &Selector,
         options: &ClassifyOptions,
     ) -> Result<ClassifyResult, ClientError> {
         match self {
-            Client::Http(c) => c.classify(image, selector, options).await,
-            Client::Grpc(c) => c.classify(image, selector, options).await,
+            Client::Http(c) => c.classify(image.into(), selector, options).await,
+            Client::Grpc(c) => c.classify(image.into(), selector, options).await,
         }
     }
 
     pub async fn detect(
         &self,
-        image: Vec<u8>,
+        image: impl Into<Bytes>,
         selector: &Selector,
         options: &DetectOptions,
     ) -> Result<DetectResult, ClientError> {
         match self {
-            Client::Http(c) => c.detect(image, selector, options).await,
-            Client::Grpc(c) => c.detect(image, selector, options).await,
+            Client::Http(c) => c.detect(image.into(), selector, options).await,
+            Client::Grpc(c) => c.detect(image.into(), selector, options).await,
         }
     }
 
@@ -86,12 +88,12 @@ impl Client {
     /// class fractions (HTTP's `format=png` answer is a bare PNG). [`mask`] turns it into a PNG locally.
     pub async fn segment(
         &self,
-        image: Vec<u8>,
+        image: impl Into<Bytes>,
         selector: &Selector,
     ) -> Result<SegmentResult, ClientError> {
         match self {
-            Client::Http(c) => c.segment(image, selector).await,
-            Client::Grpc(c) => c.segment(image, selector).await,
+            Client::Http(c) => c.segment(image.into(), selector).await,
+            Client::Grpc(c) => c.segment(image.into(), selector).await,
         }
     }
 

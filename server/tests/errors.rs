@@ -209,7 +209,7 @@ async fn wrong_paths_and_methods_get_json_errors() {
 async fn grpc_maps_the_same_errors() {
     let mut client = server().grpc_client().await;
     let classify = |image: Vec<u8>, model: &str, top_k: Option<u32>| pb::ClassifyRequest {
-        image,
+        image: image.into(),
         model: Some(pb::ModelSelector {
             model: model.into(),
             ..Default::default()
@@ -242,7 +242,7 @@ async fn grpc_maps_the_same_errors() {
         assert!(!status.message().is_empty());
     }
     let bad_format = pb::SegmentRequest {
-        image: image("cat.bmp"),
+        image: image("cat.bmp").into(),
         model: None,
         format: 7,
     };
@@ -438,7 +438,7 @@ async fn a_huge_header_is_over_the_pixel_limit() {
     let mut client = server().grpc_client().await;
     let status = client
         .classify(pb::ClassifyRequest {
-            image: bomb,
+            image: bomb.into(),
             model: None,
             top_k: None,
         })

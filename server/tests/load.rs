@@ -54,7 +54,7 @@ async fn concurrent_requests_are_batched_and_all_correct() {
                 body["classes"][0]["label"].as_str().unwrap().to_string()
             } else {
                 let request = pb::ClassifyRequest {
-                    image: image(name),
+                    image: image(name).into(),
                     ..Default::default()
                 };
                 grpc.classify(request).await.unwrap().into_inner().classes[0]
@@ -114,7 +114,7 @@ async fn full_queue_is_refused_at_once() {
                     }
                 } else {
                     let request = pb::ClassifyRequest {
-                        image: image("parrot.jpg"),
+                        image: image("parrot.jpg").into(),
                         ..Default::default()
                     };
                     match grpc.classify(request).await {
@@ -204,7 +204,7 @@ async fn expired_grpc_deadline_is_dropped_or_refused() {
     let server = server();
     let mut client = server.grpc_client().await;
     let mut request = tonic::Request::new(pb::ClassifyRequest {
-        image: image("cat.bmp"),
+        image: image("cat.bmp").into(),
         ..Default::default()
     });
     request.set_timeout(Duration::from_nanos(1));

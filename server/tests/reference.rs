@@ -72,7 +72,7 @@ async fn classification_agrees_over_grpc() {
     for model in CLASSIFIERS {
         for name in reference_images() {
             let request = pb::ClassifyRequest {
-                image: image(&name),
+                image: image(&name).into(),
                 model: selector(model),
                 top_k: Some(3),
             };
@@ -143,7 +143,7 @@ async fn detection_agrees_over_grpc() {
     let mut client = server().grpc_client().await;
     for name in reference_images() {
         let request = pb::DetectRequest {
-            image: image(&name),
+            image: image(&name).into(),
             model: selector(DETECTOR),
             ..Default::default()
         };
@@ -229,7 +229,7 @@ async fn segmentation_agrees_over_grpc_as_png() {
     for (model, key) in SEGMENTERS {
         for name in reference_images() {
             let request = pb::SegmentRequest {
-                image: image(&name),
+                image: image(&name).into(),
                 model: selector(model),
                 format: pb::MaskFormat::Png as i32,
             };

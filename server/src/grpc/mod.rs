@@ -83,13 +83,10 @@ impl GrpcService {
     async fn infer(
         &self,
         task: Task,
-        image: Vec<u8>,
+        image: bytes::Bytes,
         request: InferRequest,
     ) -> Result<Answer, Status> {
-        let request = InferRequest {
-            image: image.into(),
-            ..request
-        };
+        let request = InferRequest { image, ..request };
         Ok(self.service.infer(task, request).await?)
     }
 }
@@ -225,7 +222,7 @@ impl Inference for GrpcService {
                     values,
                     lengths,
                 }),
-                Mask::Png(png) => pb::segment_response::Mask::Png(png),
+                Mask::Png(png) => pb::segment_response::Mask::Png(png.into()),
             }),
             timings: timings(&answer),
             image_width: answer.image_width,
