@@ -1,12 +1,12 @@
 //! `mobilenet-bench`: how close the server comes to the bare pipeline on this machine.
 //!
 //! For each variant, in one run:
-//! 1. the bare pipeline in-process ([`bare`]), while the server idles: one image at a time (the
-//!    single-image time);
-//! 2. `--rounds` rounds, each of: the bare pipeline with decoding overlapped with inference at each batch
-//!    size, then the server at saturation, closed loop over HTTP and over gRPC ([`load`]). Each case's median
-//!    over the rounds is reported, and the best bare batch size's median is what the server is held to;
-//! 3. the server with one client, over both protocols.
+//! 1. `--rounds` rounds, each of: the bare pipeline in-process ([`bare`]) with decoding overlapped with
+//!    inference at each batch size while the server idles, then the server at saturation, closed loop over
+//!    HTTP and over gRPC ([`load`]). Each case's median over the rounds is reported, and the best bare
+//!    case's median is what the server is held to;
+//! 2. the bare pipeline one image at a time (the single-image time), and right after it the server with one
+//!    client over both protocols, so that the two latencies compared are measured within seconds.
 //!
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
 //! flags from which the bare pipeline takes its intra-op threads. Prints a markdown report ([`report`]).
@@ -26,9 +26,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use mobilenet_client::{Client, Protocol};
-use mobilenet_serve::config::Config;
+use mobilenet_serve::config::{Config, ModelKnobs};
 use mobilenet_serve::engine;
-use mobilenet_serve::repository::Repository;
+use mobilenet_serve::repository::{Repository, Task};
 
 use crate::report::{ModelReport, ServerRun};
 
@@ -136,25 +136,40 @@ fn main() -> anyhow::Result<()> {
         let mut reports = Vec::new();
         for variant in repository.variants {
             // Blocking this runtime is fine here: nothing else is in flight while the bare pipeline runs.
-            let (mut pipeline, mut report) = open_bare(&env, variant, &config, &args, &images)?;
+            let (name, task) = (variant.config.name.clone(), variant.config.task);
+            let (mut pipeline, knobs) = open_bare(&env, variant, &config)?;
+            let (mut bare_runs, mut saturated, mut single) = (Vec::new(), Vec::new(), Vec::new());
             // Bare and server runs alternate, so that a burst of background load hits one round of each
             // rather than all of one side.
             for round in 1..=args.rounds {
                 eprintln!("  round {round}/{}", args.rounds);
-                report
-                    .bare
-                    .extend(measure_bare(&mut pipeline, &config, &args, &images)?);
+                bare_runs.extend(measure_bare(&mut pipeline, &config, &args, &images)?);
                 for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                    let run =
-                        measure_server(&server, client, &report, &args, &images, args.concurrency)
-                            .await;
-                    report.saturated.push(run.with_protocol(protocol));
+                    let run = measure_server(
+                        &server,
+                        client,
+                        &name,
+                        task,
+                        &args,
+                        &images,
+                        args.concurrency,
+                    )
+                    .await;
+                    saturated.push(run.with_protocol(protocol));
                 }
             }
+            // The single-image floor is measured right before the one-client runs it is compared with, so
+            // that the machine's drift over the rounds above does not enter the latency ratio.
+            let sequential = measure_sequential(&mut pipeline, &args, &images)?;
             for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                let run = measure_server(&server, client, &report, &args, &images, 1).await;
-                report.single.push(run.with_protocol(protocol));
+                let run = measure_server(&server, client, &name, task, &args, &images, 1).await;
+                single.push(run.with_protocol(protocol));
             }
+            let mut report =
+                ModelReport::new(name, task, &knobs, config.decode_threads(), sequential);
+            report.bare = bare_runs;
+            report.saturated = saturated;
+            report.single = single;
             reports.push(report);
         }
         anyhow::Ok(reports)
@@ -169,16 +184,13 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the bare pipeline of one variant and measures it one image at a time (the latency floor).
+/// Opens the bare pipeline of one variant in the layout the server gives it.
 fn open_bare(
     env: &ort::environment::Environment,
     variant: mobilenet_serve::repository::Variant,
     config: &Config,
-    args: &Args,
-    images: &[Bytes],
-) -> anyhow::Result<(bare::Bare, ModelReport)> {
-    let duration = Duration::from_secs_f64(args.duration) / 2;
-    let (name, task) = (variant.config.name.clone(), variant.config.task);
+) -> anyhow::Result<(bare::Bare, ModelKnobs)> {
+    let name = variant.config.name.clone();
     let knobs = config.knobs_for(&name, variant.config.serving)?;
     let solo = match knobs.solo_intra_op_threads {
         0 => String::new(),
@@ -191,21 +203,29 @@ fn open_bare(
         config.decode_threads(),
         config.cpu_scheduling
     );
-    let mut pipeline = bare::Bare::open(
+    let pipeline = bare::Bare::open(
         env,
         variant,
         &knobs,
         config.max_image_pixels,
         config.cpu_scheduling,
     )?;
-    let single = pipeline.measure_sequential(images, duration)?;
+    Ok((pipeline, knobs))
+}
+
+/// The bare pipeline one image at a time: the latency floor.
+fn measure_sequential(
+    pipeline: &mut bare::Bare,
+    args: &Args,
+    images: &[Bytes],
+) -> anyhow::Result<bare::BatchRun> {
+    let single = pipeline.measure_sequential(images, Duration::from_secs_f64(args.duration) / 2)?;
     eprintln!(
         "  one image at a time: {:.1} img/s, p50 {:.1} ms",
         single.images_per_s,
         single.per_batch.p50()
     );
-    let report = ModelReport::new(name, task, &knobs, config.decode_threads(), single);
-    Ok((pipeline, report))
+    Ok(single)
 }
 
 /// One round of the bare pipeline with decoding overlapped with inference, at each batch size.
@@ -238,25 +258,26 @@ fn measure_bare(
 async fn measure_server(
     server: &server::Server,
     client: &Client,
-    report: &ModelReport,
+    model: &str,
+    task: Task,
     args: &Args,
     images: &Arc<Vec<Bytes>>,
     concurrency: usize,
 ) -> ServerRun {
-    let before = server.batch_totals(&report.model).await;
+    let before = server.batch_totals(model).await;
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let run = load::closed_loop(
         client,
-        report.task,
-        &report.model,
+        task,
+        model,
         images.clone(),
         concurrency,
         warmup,
         duration,
     )
     .await;
-    let after = server.batch_totals(&report.model).await;
+    let after = server.batch_totals(model).await;
     // Before the model's first batch its histogram is absent from /metrics: that is zero, not unknown.
     let (s0, c0) = before.unwrap_or((0.0, 0.0));
     let mean_batch = match after {
