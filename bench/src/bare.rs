@@ -9,8 +9,9 @@
 //! - [`Bare::measure_pipelined`]: as many decode threads as the server has (`--decode-threads`) feed batches
 //!   over a small bounded channel to as many session threads as the server has instances, so decoding
 //!   overlaps inference as it does in the server. With a solo session it is also measured on that session
-//!   alone ([`Layout::Solo`]). The best of every layout and batch size is the throughput the server is
-//!   compared with.
+//!   alone ([`Layout::Solo`]), and with each instance's thread decoding its own batch right before running
+//!   it ([`Layout::InstancesInline`], what the server's model threads do with `decode_in_model_thread`).
+//!   The best of every layout and batch size is the throughput the server is compared with.
 //!
 //! Every thread of the pipeline, ONNX Runtime's included, runs under the server's `--cpu-scheduling` policy,
 //! as the server's threads do; the load generator on the main thread keeps the default.
@@ -52,6 +53,8 @@ pub enum Layout {
     Instances,
     /// The solo session alone.
     Solo,
+    /// One runner per server instance, each decoding its own batch, with no decode threads.
+    InstancesInline,
 }
 
 /// Throughput at one batch size, and the time of each batch.
@@ -99,7 +102,7 @@ impl Bare {
 
     /// The layouts the overlapped pipeline can run in.
     pub fn layouts(&self) -> Vec<Layout> {
-        let mut layouts = vec![Layout::Instances];
+        let mut layouts = vec![Layout::Instances, Layout::InstancesInline];
         if self.solo.is_some() {
             layouts.push(Layout::Solo);
         }
@@ -193,10 +196,15 @@ impl Bare {
         decoders: usize,
         duration: Duration,
     ) -> anyhow::Result<BatchRun> {
+        let decoders = if layout == Layout::InstancesInline {
+            0
+        } else {
+            decoders.max(1)
+        };
         // The decode and session threads it starts inherit the policy.
         under_policy(self.scheduling, || {
             let sessions: Vec<&mut Session> = match layout {
-                Layout::Instances => self.sessions.iter_mut().collect(),
+                Layout::Instances | Layout::InstancesInline => self.sessions.iter_mut().collect(),
                 Layout::Solo => self.solo.iter_mut().collect(),
             };
             anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
@@ -209,9 +217,18 @@ impl Bare {
                 (runners + 1) * batch_size,
             );
             let rx = Mutex::new(rx);
-            let live_decoders = AtomicUsize::new(decoders.max(1));
+            let live_decoders = AtomicUsize::new(decoders);
+            let prepare = |i: usize| {
+                imaging::prepare(&images[i % images.len()], &variant.config.input, max_pixels)
+                    .map_err(anyhow::Error::from)
+            };
             // Each runner takes a whole batch under the lock, as a server instance takes a closed batch.
             let take = || -> anyhow::Result<Vec<Prepared>> {
+                if decoders == 0 {
+                    return (0..batch_size)
+                        .map(|_| prepare(next.fetch_add(1, Ordering::Relaxed)))
+                        .collect();
+                }
                 let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
                 (0..batch_size)
                     .map(|_| rx.recv().map_err(|_| anyhow!("decode threads stopped"))?)
@@ -230,18 +247,13 @@ impl Bare {
                 Ok((per_batch, start.elapsed()))
             };
             std::thread::scope(|scope| {
-                for _ in 0..decoders.max(1) {
+                for _ in 0..decoders {
                     let (tx, stop, next, live) = (tx.clone(), &stop, &next, &live_decoders);
+                    let prepare = &prepare;
                     scope.spawn(move || {
                         let _done = Decrement(live);
                         while !stop.load(Ordering::Relaxed) {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let prepared = imaging::prepare(
-                                &images[i % images.len()],
-                                &variant.config.input,
-                                max_pixels,
-                            )
-                            .map_err(anyhow::Error::from);
+                            let prepared = prepare(next.fetch_add(1, Ordering::Relaxed));
                             if tx.send(prepared).is_err() {
                                 break;
                             }

@@ -146,7 +146,9 @@ impl ModelReport {
     /// How a layout's sessions are shaped, e.g. `2 × 1` or `solo 1 × 2`.
     fn layout_shape(&self, layout: Layout) -> String {
         match layout {
-            Layout::Instances => format!("{} × {}", self.instances, self.intra_op_threads),
+            Layout::Instances | Layout::InstancesInline => {
+                format!("{} × {}", self.instances, self.intra_op_threads)
+            }
             Layout::Solo => format!("solo 1 × {}", self.solo_intra_op_threads),
         }
     }
@@ -171,6 +173,7 @@ pub fn layout_name(layout: Layout) -> &'static str {
     match layout {
         Layout::Instances => "instances",
         Layout::Solo => "solo session",
+        Layout::InstancesInline => "instances, inline decode",
     }
 }
 
@@ -283,11 +286,15 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
             } else {
                 "-".into()
             };
+            let decoders = match layout {
+                Layout::InstancesInline => "inline".to_string(),
+                _ => r.decode_threads.to_string(),
+            };
             out.push_str(&format!(
                 "| {} | {} / {} | {} |",
                 r.model,
                 r.layout_shape(layout),
-                r.decode_threads,
+                decoders,
                 sequential
             ));
             for &b in &sizes {
@@ -346,6 +353,8 @@ mod tests {
             instances: 2,
             intra_op_threads: 1,
             solo_intra_op_threads: 2,
+            decode_in_model_thread: true,
+            max_image_pixels: 1,
         };
         let sequential = run(Layout::Solo, 1, 100.0);
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);
@@ -354,6 +363,7 @@ mod tests {
             run(Layout::Instances, 4, 170.0),
             run(Layout::Solo, 4, 190.0),
             run(Layout::Solo, 1, 150.0),
+            run(Layout::InstancesInline, 8, 185.0),
         ];
         let (best, how, batch) = report.best();
         assert_eq!(
@@ -365,6 +375,10 @@ mod tests {
         let table = markdown(&[report], 8, 5, 1);
         assert!(
             table.contains("| m | 2 × 1 / 2 | - | 180 | 170 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| m | 2 × 1 / inline | - | - | - | 185 |"),
             "{table}"
         );
         assert!(

@@ -96,7 +96,7 @@ pub struct Config {
 
     /// Per-variant overrides, e.g. `mobilenet_v2_1.0_224:max_batch_size=16,instances=2`. Keys: max_batch_size,
     /// max_queue_delay_ms, queue_capacity, instances, intra_op_threads,
-    /// solo_intra_op_threads. Repeat the flag, or separate with `;`.
+    /// solo_intra_op_threads, decode_in_model_thread (0 or 1). Repeat the flag, or separate with `;`.
     #[arg(long, env = "MODEL_OVERRIDES", value_delimiter = ';')]
     pub model_override: Vec<String>,
 
@@ -138,6 +138,13 @@ pub struct ModelKnobs {
     pub intra_op_threads: usize,
     /// 0: no solo session.
     pub solo_intra_op_threads: usize,
+    /// Whether the model's threads decode their batch's images themselves, instead of the decode pool before
+    /// queueing. By default they do when each instance has a single intra-op thread: the thread is then one
+    /// core's worth of work, the image is decoded on the core that runs it, and each request saves the two
+    /// thread hand-offs to and from the pool. A wider session would leave its other cores idle meanwhile.
+    pub decode_in_model_thread: bool,
+    /// The decompression-bomb limit (`--max-image-pixels`), for the images the model threads decode.
+    pub max_image_pixels: u64,
 }
 
 impl Config {
@@ -159,6 +166,7 @@ impl Config {
         let mut instances = self.instances;
         let mut intra = self.intra_op_threads;
         let mut solo = self.solo_intra_op_threads;
+        let mut decode_in_model_thread = None;
         let mut knobs = ModelKnobs {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
@@ -166,6 +174,8 @@ impl Config {
             instances: 1,
             intra_op_threads: 1,
             solo_intra_op_threads: 0,
+            decode_in_model_thread: false,
+            max_image_pixels: self.max_image_pixels,
         };
         for spec in &self.model_override {
             let Some((name, settings)) = spec.split_once(':') else {
@@ -186,6 +196,7 @@ impl Config {
                     "instances" => instances = Some(value as usize),
                     "intra_op_threads" => intra = Some(value as usize),
                     "solo_intra_op_threads" => solo = Some(value as usize),
+                    "decode_in_model_thread" => decode_in_model_thread = Some(value != 0),
                     other => anyhow::bail!("--model-override: unknown key {other:?}"),
                 }
             }
@@ -204,6 +215,8 @@ impl Config {
         knobs.solo_intra_op_threads = Some(solo.unwrap_or(solo_default))
             .filter(|&t| t > knobs.intra_op_threads)
             .unwrap_or(0);
+        knobs.decode_in_model_thread =
+            decode_in_model_thread.unwrap_or(knobs.intra_op_threads == 1);
         anyhow::ensure!(
             knobs.max_batch_size >= 1,
             "{variant}: max_batch_size must be at least 1"
@@ -318,6 +331,29 @@ mod tests {
             ),
             (DEFAULT_MAX_BATCH_SIZE, 1, cpus)
         );
+    }
+
+    #[test]
+    fn single_threaded_sessions_decode_their_own_images() {
+        let knobs = |args: &[&str]| {
+            let args = std::iter::once("x").chain(args.iter().copied());
+            Config::parse_from(args)
+                .knobs_for("a", ServingHints::default())
+                .unwrap()
+        };
+        assert!(knobs(&["--instances", "2", "--intra-op-threads", "1"]).decode_in_model_thread);
+        assert!(!knobs(&["--instances", "1", "--intra-op-threads", "2"]).decode_in_model_thread);
+        let overridden = knobs(&[
+            "--intra-op-threads",
+            "1",
+            "--model-override",
+            "a:decode_in_model_thread=0",
+        ]);
+        assert!(
+            !overridden.decode_in_model_thread,
+            "an override beats the default"
+        );
+        assert_eq!(overridden.max_image_pixels, 40_000_000);
     }
 
     #[test]

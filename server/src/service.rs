@@ -1,5 +1,6 @@
-//! The inference service both transports call: route → admit → decode (off the reactor) → queue → model
-//! thread → finish → answer, with the request recorded in the metrics once, here.
+//! The inference service both transports call: route → admit → decode (off the reactor: on the decode pool,
+//! or on the model thread when the model's knobs say so) → queue → model thread → finish → answer, with the
+//! request recorded in the metrics once, here.
 use std::{
     sync::{
         Arc, OnceLock,
@@ -13,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
+    batching::Payload,
     engine::Model,
     error::{Error, Result},
     imaging, metrics,
@@ -190,20 +192,25 @@ impl Service {
         let permit = model.batcher.try_admit()?;
 
         let decode_start = Instant::now();
-        let (image, max_pixels) = (request.image, self.max_pixels);
-        let spec_variant = variant.clone();
-        let prepared = self
-            .blocking(move || imaging::prepare(&image, &spec_variant.config.input, max_pixels))
-            .await?;
-        let decode = decode_start.elapsed();
+        let payload = if model.knobs.decode_in_model_thread {
+            Payload::Encoded(request.image)
+        } else {
+            let (image, max_pixels) = (request.image, self.max_pixels);
+            let spec_variant = variant.clone();
+            let prepared = self
+                .blocking(move || imaging::prepare(&image, &spec_variant.config.input, max_pixels))
+                .await?;
+            Payload::Prepared(prepared)
+        };
+        let pool_decode = decode_start.elapsed();
 
         let output = model
             .batcher
-            .submit(permit, prepared.data, request.options, request.deadline)
+            .submit(permit, payload, request.options, request.deadline)
             .await?;
 
         let finish_start = Instant::now();
-        let (w, h) = (prepared.width, prepared.height);
+        let (w, h) = (output.width, output.height);
         let body = match output.decoded {
             Decoded::Classes(classes) => AnswerBody::Classes(classes),
             Decoded::Detections(raw) => AnswerBody::Detections(
@@ -230,7 +237,7 @@ impl Service {
         };
         let postprocess = output.postprocess + finish_start.elapsed();
         let p = metrics::PhaseTimes {
-            decode,
+            decode: pool_decode + output.decode,
             queue: output.queue,
             inference: output.inference,
             postprocess,

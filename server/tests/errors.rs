@@ -12,13 +12,25 @@ const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
 const SEGMENTER: &str = "deeplabv3_mnv2_257";
 
 /// Small limits so that the test images can exceed them: cat_720p.jpg has 921,600 pixels and
-/// grace_hopper.bmp is 921,738 bytes.
+/// grace_hopper.bmp is 921,738 bytes. The classifier's model thread decodes its images itself and the
+/// segmenter's come from the decode pool, so every error below is checked on both paths.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
+        let classifier_decodes = format!("{CLASSIFIER}:decode_in_model_thread=1");
+        let segmenter_does_not = format!("{SEGMENTER}:decode_in_model_thread=0");
         start(
             &[CLASSIFIER, SEGMENTER],
-            &["--max-image-pixels", "500000", "--max-body-bytes", "800000"],
+            &[
+                "--max-image-pixels",
+                "500000",
+                "--max-body-bytes",
+                "800000",
+                "--model-override",
+                &classifier_decodes,
+                "--model-override",
+                &segmenter_does_not,
+            ],
         )
     })
 }
@@ -62,36 +74,37 @@ async fn missing_or_empty_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_an_image_corrupt_or_unsupported() {
-    expect(
-        post("/v1/classify").multipart(form(b"hello, not an image".to_vec(), "x.jpg")),
-        415,
-        "unsupported_format",
-    )
-    .await;
-    let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
-    expect(
-        post("/v1/classify")
-            .header("content-type", "image/gif")
-            .body(gif),
-        415,
-        "unsupported_format",
-    )
-    .await;
-    let jpeg = image("burger.jpg");
-    expect(
-        post("/v1/classify").multipart(form(jpeg[..jpeg.len() / 3].to_vec(), "cut.jpg")),
-        400,
-        "invalid_image",
-    )
-    .await;
-    let mut corrupt = image("burger.jpg");
-    corrupt[4..400].fill(0x55); // keeps the JPEG magic, destroys the headers
-    expect(
-        post("/v1/classify").multipart(form(corrupt, "bad.jpg")),
-        400,
-        "invalid_image",
-    )
-    .await;
+    // The classifier decodes on its model thread, the segmenter on the decode pool.
+    for path in ["/v1/classify", "/v1/segment"] {
+        expect(
+            post(path).multipart(form(b"hello, not an image".to_vec(), "x.jpg")),
+            415,
+            "unsupported_format",
+        )
+        .await;
+        let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
+        expect(
+            post(path).header("content-type", "image/gif").body(gif),
+            415,
+            "unsupported_format",
+        )
+        .await;
+        let jpeg = image("burger.jpg");
+        expect(
+            post(path).multipart(form(jpeg[..jpeg.len() / 3].to_vec(), "cut.jpg")),
+            400,
+            "invalid_image",
+        )
+        .await;
+        let mut corrupt = image("burger.jpg");
+        corrupt[4..400].fill(0x55); // keeps the JPEG magic, destroys the headers
+        expect(
+            post(path).multipart(form(corrupt, "bad.jpg")),
+            400,
+            "invalid_image",
+        )
+        .await;
+    }
     expect(
         post("/v1/classify")
             .header("content-type", "text/plain")
@@ -104,12 +117,14 @@ async fn not_an_image_corrupt_or_unsupported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_limits() {
-    expect(
-        post("/v1/classify").multipart(form(image("cat_720p.jpg"), "big.jpg")),
-        413,
-        "image_too_large",
-    )
-    .await;
+    for path in ["/v1/classify", "/v1/segment"] {
+        expect(
+            post(path).multipart(form(image("cat_720p.jpg"), "big.jpg")),
+            413,
+            "image_too_large",
+        )
+        .await;
+    }
     expect(
         post("/v1/classify").multipart(form(image("grace_hopper.bmp"), "huge.bmp")),
         413,

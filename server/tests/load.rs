@@ -1,6 +1,6 @@
-//! Behaviour under load: concurrent requests are batched and all answered correctly, a full queue is
-//! refused at once, a request whose client left is dropped before inference, `/metrics` exposes every
-//! series, and shutdown answers what it accepted. No assertion depends on timing.
+//! Behaviour under load: concurrent requests are batched and all answered correctly (a bad image among them
+//! failing alone), a full queue is refused at once, a request whose client left is dropped before inference,
+//! `/metrics` exposes every series, and shutdown answers what it accepted. No assertion depends on timing.
 mod common;
 
 use std::{sync::OnceLock, time::Duration};
@@ -41,6 +41,25 @@ async fn concurrent_requests_are_batched_and_all_correct() {
     for i in 0..64 {
         let name = names[i % names.len()];
         let (http, mut grpc, url) = (http.clone(), grpc.clone(), server.url("/v1/classify"));
+        // Every eighth image is truncated: it fails alone (its model thread decodes it), its batch runs on.
+        if i % 8 == 3 {
+            let jpeg = image("burger.jpg");
+            let cut = jpeg[..jpeg.len() / 2].to_vec();
+            tasks.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let r = http.post(url).multipart(form(cut, "cut.jpg")).send().await;
+                    assert_eq!(r.unwrap().status(), 400, "request {i}");
+                } else {
+                    let request = pb::ClassifyRequest {
+                        image: cut.into(),
+                        ..Default::default()
+                    };
+                    let status = grpc.classify(request).await.unwrap_err();
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument, "request {i}");
+                }
+            }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let top1 = if i % 2 == 0 {
                 let r = http

@@ -3,4 +3,4 @@
 pub mod policy;
 pub mod queue;
 
-pub use queue::{Batch, Batcher, Job, JobOutput, ModelLoad};
+pub use queue::{Batch, Batcher, Job, JobOutput, ModelLoad, Payload};

@@ -14,19 +14,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
 use crate::{
     error::{Error, Result},
-    imaging::InputData,
+    imaging::Prepared,
     metrics,
     postprocess::{Decoded, TaskOptions},
 };
 
+/// A job's image: prepared on the decode pool before it was queued, or still encoded, for the model thread
+/// to prepare right before the run (see `ModelKnobs::decode_in_model_thread`).
+pub enum Payload {
+    Prepared(Prepared),
+    Encoded(Bytes),
+}
+
 /// One admitted request waiting for (or in) a batch.
 pub struct Job {
-    pub input: InputData,
+    pub payload: Payload,
     pub options: TaskOptions,
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
@@ -51,6 +59,11 @@ impl Job {
 #[derive(Debug)]
 pub struct JobOutput {
     pub decoded: Decoded,
+    /// The image's original size, for scaling boxes and masks back to it.
+    pub width: u32,
+    pub height: u32,
+    /// Time the model thread spent preparing an encoded payload (zero for a prepared one).
+    pub decode: Duration,
     pub queue: Duration,
     pub inference: Duration,
     pub postprocess: Duration,
@@ -138,13 +151,13 @@ impl Batcher {
     pub async fn submit(
         &self,
         permit: OwnedSemaphorePermit,
-        input: InputData,
+        payload: Payload,
         options: TaskOptions,
         deadline: Option<Instant>,
     ) -> Result<JobOutput> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            input,
+            payload,
             options,
             deadline,
             enqueued: Instant::now(),

@@ -3,7 +3,7 @@
 //! exactly the code the server runs.
 use std::{
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ort::{
@@ -11,12 +11,12 @@ use ort::{
     session::{Session, SessionOutputs, builder::GraphOptimizationLevel},
     value::{DynValue, TensorRef},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::{
-    batching::{Batch, Job, JobOutput, ModelLoad},
+    batching::{Batch, Job, JobOutput, ModelLoad, Payload},
     error::Error,
-    imaging::InputData,
+    imaging::{self, InputData, Prepared},
     metrics,
     postprocess::{self, Row, TaskOptions, Values},
     repository::{InputDtype, Layout, OutputSpec, Task, Variant},
@@ -27,6 +27,8 @@ pub struct Context {
     pub variant: Arc<Variant>,
     pub intra_op_threads: usize,
     pub max_batch_size: usize,
+    /// The decompression-bomb limit for images this thread decodes itself.
+    pub max_pixels: u64,
     pub batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
     pub load: Arc<ModelLoad>,
 }
@@ -55,7 +57,7 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
         // A panic while serving one batch (a bug, or a model output config.json did not foresee) must not
         // take the model down: its jobs are dropped, so their clients get a 500, and the thread serves on.
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&mut session, &ctx.variant, batch)
+            run_batch(&mut session, &ctx.variant, ctx.max_pixels, batch)
         }));
         if served.is_err() {
             tracing::error!(model = %name, "a batch panicked; its requests failed, the model serves on");
@@ -122,24 +124,65 @@ fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> a
     Ok(())
 }
 
-fn run_batch(session: &mut Session, variant: &Variant, batch: Batch) {
+/// A job that will run: its image prepared, and the parts of the job still needed to answer it.
+struct Ready {
+    image: Prepared,
+    decode: Duration,
+    options: TaskOptions,
+    enqueued: Instant,
+    reply: oneshot::Sender<crate::error::Result<JobOutput>>,
+    // Held until the answer is sent: the model's capacity counts running requests too.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Drops the jobs that should no longer run and prepares the encoded images of the rest, answering a job whose
+/// image does not decode with its error (the client's 4xx) while the others run on.
+fn ready_jobs(variant: &Variant, max_pixels: u64, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
+    let model = variant.config.name.as_str();
+    let mut ready = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(reason) = job.skip_reason(now) {
+            job.drop_with(model, reason);
+            continue;
+        }
+        let decode_start = Instant::now();
+        let image = match job.payload {
+            Payload::Prepared(image) => image,
+            Payload::Encoded(bytes) => {
+                match imaging::prepare(&bytes, &variant.config.input, max_pixels) {
+                    Ok(image) => image,
+                    Err(e) => {
+                        let _ = job.reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
+        };
+        ready.push(Ready {
+            image,
+            decode: decode_start.elapsed(),
+            options: job.options,
+            enqueued: job.enqueued,
+            reply: job.reply,
+            _permit: job._permit,
+        });
+    }
+    ready
+}
+
+fn run_batch(session: &mut Session, variant: &Variant, max_pixels: u64, batch: Batch) {
     let model = variant.config.name.as_str();
     let start = Instant::now();
     // Last look before spending CPU on them: drop jobs whose client left or whose deadline passed.
-    let mut jobs: Vec<Job> = Vec::with_capacity(batch.jobs.len());
-    for job in batch.jobs {
-        match job.skip_reason(start) {
-            Some(reason) => job.drop_with(model, reason),
-            None => jobs.push(job),
-        }
-    }
+    let jobs = ready_jobs(variant, max_pixels, batch.jobs, start);
     if jobs.is_empty() {
         return;
     }
     metrics::record_batch(model, jobs.len());
-    let inputs: Vec<&InputData> = jobs.iter().map(|j| &j.input).collect();
+    let inputs: Vec<&InputData> = jobs.iter().map(|j| &j.image.data).collect();
+    let run_start = Instant::now();
     let result = run_session(session, variant, &inputs);
-    let inference = start.elapsed();
+    let inference = run_start.elapsed();
     let outputs = match result {
         Ok(outputs) => outputs,
         Err(e) => {
@@ -168,6 +211,9 @@ fn run_batch(session: &mut Session, variant: &Variant, batch: Batch) {
             postprocess::decode(&variant.config.output, &variant.labels, &row, job.options);
         let output = decoded.map(|decoded| JobOutput {
             decoded,
+            width: job.image.width,
+            height: job.image.height,
+            decode: job.decode,
             queue: start.saturating_duration_since(job.enqueued),
             inference,
             postprocess: post_start.elapsed(),

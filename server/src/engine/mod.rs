@@ -1,8 +1,8 @@
 //! The inference engine: ONNX Runtime sessions, each owned by a dedicated std thread.
 //!
 //! [`load_model`] starts `instances` threads for a variant. Each builds its own `ort::Session`, runs a warm-up
-//! batch (so readiness means warmed, not just loaded), then serves batches from the model's queue: it builds
-//! the batch tensor, runs it, decodes each request's slice of the outputs and answers on the request's
+//! batch (so readiness means warmed, not just loaded), then serves batches from the model's queue: it decodes
+//! the images that arrive still encoded, builds the batch tensor, runs it, decodes each request's slice of the outputs and answers on the request's
 //! oneshot channel. A client that went away only closes its channel; the thread never panics on it.
 //!
 //! With `solo_intra_op_threads`, one more thread holds a wider session, and the batcher sends it every batch
@@ -126,6 +126,7 @@ pub fn load_model(
             variant: variant.clone(),
             intra_op_threads: plan.intra_op_threads,
             max_batch_size: knobs.max_batch_size,
+            max_pixels: knobs.max_image_pixels,
             batches: plan.batches,
             load: load.clone(),
         };
