@@ -1,11 +1,15 @@
 //! `mobilenet-bench`: how close the server comes to the bare pipeline on this machine.
 //!
 //! For each variant, in one run:
-//! 1. `--rounds` rounds, each of: the bare pipeline in-process ([`bare`]) with decoding overlapped with
-//!    inference at each batch size while the server idles, then the server at saturation, closed loop over
-//!    HTTP and over gRPC ([`load`]). Each case's median over the rounds is reported, and the best bare
-//!    case's median is what the server is held to;
-//! 2. the bare pipeline one image at a time (the single-image time), and right after it the server with one
+//! 1. the exploration: `--explore-rounds` passes of the bare pipeline in-process ([`bare`]) with decoding
+//!    overlapped with inference, in every layout at every batch size, while the server idles. The
+//!    configuration with the best median is the one the server is held to;
+//! 2. `--rounds` rounds, each of: that configuration measured again, then the server at saturation, closed
+//!    loop over HTTP and over gRPC ([`load`]). Each round's server figure is divided by that round's bare
+//!    one, and the median of those ratios is reported. Measuring the chosen configuration again keeps the
+//!    luck that made it win the exploration out of the comparison, and pairing within a round keeps the
+//!    machine's drift between rounds out of it;
+//! 3. the bare pipeline one image at a time (the single-image time), and right after it the server with one
 //!    client over both protocols, so that the two latencies compared are measured within seconds.
 //!
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
@@ -54,11 +58,14 @@ struct Args {
     /// Seconds measured per case (each server run, and each bare batch size gets half of it).
     #[arg(long, default_value_t = 4.0)]
     duration: f64,
-    /// Rounds of (bare at every batch size, server over HTTP, server over gRPC) per variant. The tables give
-    /// each case's median over the rounds, and its range, so one noisy run on a shared machine neither makes
-    /// nor breaks a ratio.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Rounds of (the best bare configuration, server over HTTP, server over gRPC) per variant. The tables
+    /// give each case's median over the rounds, and its range, so one noisy run on a shared machine neither
+    /// makes nor breaks a ratio.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Passes over every bare layout and batch size that choose the best bare configuration.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    explore_rounds: u32,
     /// Seconds of load before each server measurement starts counting.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -139,11 +146,30 @@ fn main() -> anyhow::Result<()> {
             let (name, task) = (variant.config.name.clone(), variant.config.task);
             let (mut pipeline, knobs) = open_bare(&env, variant, &config)?;
             let (mut bare_runs, mut saturated, mut single) = (Vec::new(), Vec::new(), Vec::new());
+            for pass in 1..=args.explore_rounds {
+                eprintln!("  exploration {pass}/{}", args.explore_rounds);
+                bare_runs.extend(measure_bare(&mut pipeline, &config, &args, &images)?);
+            }
+            let (layout, batch_size) =
+                report::best_layout(&bare_runs).context("the exploration measured nothing")?;
+            let mut confirmed = Vec::new();
             // Bare and server runs alternate, so that a burst of background load hits one round of each
             // rather than all of one side.
             for round in 1..=args.rounds {
                 eprintln!("  round {round}/{}", args.rounds);
-                bare_runs.extend(measure_bare(&mut pipeline, &config, &args, &images)?);
+                let run = pipeline.measure_pipelined(
+                    layout,
+                    &images,
+                    batch_size,
+                    config.decode_threads(),
+                    Duration::from_secs_f64(args.duration),
+                )?;
+                eprintln!(
+                    "  best bare ({}, batch {batch_size}): {:.1} img/s",
+                    report::layout_name(layout),
+                    run.images_per_s
+                );
+                confirmed.push(run);
                 for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
                     let run = measure_server(
                         &server,
@@ -168,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             let mut report =
                 ModelReport::new(name, task, &knobs, config.decode_threads(), sequential);
             report.bare = bare_runs;
+            report.confirmed = confirmed;
             report.saturated = saturated;
             report.single = single;
             reports.push(report);
@@ -179,7 +206,13 @@ fn main() -> anyhow::Result<()> {
     println!("Measured {machine}.\nCommand: `{}`.", command.join(" "));
     print!(
         "{}",
-        report::markdown(&reports, args.concurrency, images.len(), args.rounds)
+        report::markdown(
+            &reports,
+            args.concurrency,
+            images.len(),
+            args.rounds,
+            args.explore_rounds
+        )
     );
     Ok(())
 }

@@ -28,8 +28,12 @@ pub struct ModelReport {
     pub decode_threads: usize,
     /// One image at a time, decode then inference.
     pub sequential: BatchRun,
-    /// Decoding overlapped with inference: every round at every batch size.
+    /// Decoding overlapped with inference: every layout at every batch size, the exploration that picks the
+    /// best bare configuration.
     pub bare: Vec<BatchRun>,
+    /// The best configuration measured again in each round, right before that round's server runs: the
+    /// figure the server is compared with, round by round.
+    pub confirmed: Vec<BatchRun>,
     /// Every round over every protocol.
     pub saturated: Vec<ServerRun>,
     pub single: Vec<ServerRun>,
@@ -98,6 +102,7 @@ impl ModelReport {
             decode_threads,
             sequential,
             bare: Vec::new(),
+            confirmed: Vec::new(),
             saturated: Vec::new(),
             single: Vec::new(),
         }
@@ -127,9 +132,17 @@ impl ModelReport {
         layouts
     }
 
-    /// The bare case with the highest median throughput, sequential or overlapped in any layout at any batch
-    /// size: the server is held to the best. Returns its throughput, how it ran, and its batch size.
+    /// The bare figure the server is held to: the best configuration's confirmation rounds when there are
+    /// some, else the best case of the exploration, sequential included. Returns its throughput, how it ran,
+    /// and its batch size.
     fn best(&self) -> (Spread, String, usize) {
+        if let (Some(first), Some(spread)) = (
+            self.confirmed.first(),
+            Spread::of(self.confirmed.iter().map(|r| r.images_per_s)),
+        ) {
+            let how = format!("overlapped, {}", layout_name(first.layout));
+            return (spread, how, first.batch_size);
+        }
         let sequential = Spread::single(self.sequential.images_per_s);
         self.layouts()
             .into_iter()
@@ -160,6 +173,28 @@ impl ModelReport {
         Some((throughput, Spread::of(runs().filter_map(|s| s.mean_batch))))
     }
 
+    /// Server over bare for `protocol`: each round's server run over that round's confirmation of the best
+    /// bare configuration, so that the machine's drift between rounds cancels out. Without confirmation
+    /// rounds, the ratio of the medians.
+    fn ratio(&self, protocol: &str) -> Option<Spread> {
+        let server: Vec<f64> = self
+            .saturated
+            .iter()
+            .filter(|s| s.protocol == protocol)
+            .map(|s| s.run.images_per_s)
+            .collect();
+        if !self.confirmed.is_empty() && self.confirmed.len() == server.len() {
+            return Spread::of(
+                server
+                    .iter()
+                    .zip(&self.confirmed)
+                    .map(|(s, b)| s / b.images_per_s),
+            );
+        }
+        let (best, _, _) = self.best();
+        Some(Spread::single(Spread::of(server)?.median / best.median))
+    }
+
     /// The issue's throughput target: 0.90 of bare for classification, 0.85 for the heavier tasks.
     fn throughput_target(&self) -> f64 {
         match self.task {
@@ -167,6 +202,27 @@ impl ModelReport {
             _ => 0.85,
         }
     }
+}
+
+/// The overlapped configuration (layout, batch size) with the highest median throughput over `runs`.
+pub fn best_layout(runs: &[BatchRun]) -> Option<(Layout, usize)> {
+    let mut configs: Vec<(Layout, usize)> = Vec::new();
+    for run in runs {
+        if !configs.contains(&(run.layout, run.batch_size)) {
+            configs.push((run.layout, run.batch_size));
+        }
+    }
+    let median = |(layout, b): (Layout, usize)| {
+        Spread::of(
+            runs.iter()
+                .filter(|r| r.layout == layout && r.batch_size == b)
+                .map(|r| r.images_per_s),
+        )
+        .map_or(f64::NAN, |s| s.median)
+    };
+    configs
+        .into_iter()
+        .max_by(|a, b| median(*a).total_cmp(&median(*b)))
 }
 
 pub fn layout_name(layout: Layout) -> &'static str {
@@ -197,10 +253,19 @@ fn errors(run: &LoadRun) -> String {
     }
 }
 
-pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, rounds: u32) -> String {
+pub fn markdown(
+    reports: &[ModelReport],
+    concurrency: usize,
+    images: usize,
+    rounds: u32,
+    explore_rounds: u32,
+) -> String {
     let mut out = String::new();
     let of_rounds = if rounds > 1 {
-        format!(", median of {rounds} rounds (range)")
+        format!(
+            ", median of {rounds} rounds (range); each round measures the best bare configuration again, \
+             and each ratio is a round's server over that round's bare"
+        )
     } else {
         String::new()
     };
@@ -216,12 +281,18 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
         let mut cells = vec![format!("{} ({how}, batch {batch})", best.show(rounds))];
         let mut batches = Vec::new();
         for protocol in ["HTTP", "gRPC"] {
-            let Some((throughput, mean_batch)) = r.server(protocol) else {
+            let (Some((throughput, mean_batch)), Some(ratio)) =
+                (r.server(protocol), r.ratio(protocol))
+            else {
                 continue;
             };
-            let ratio = throughput.median / best.median;
             cells.push(throughput.show(rounds));
-            cells.push(verdict(ratio, ratio >= target));
+            let range = if rounds > 1 {
+                format!(" ({:.3}–{:.3})", ratio.min, ratio.max)
+            } else {
+                String::new()
+            };
+            cells.push(verdict(ratio.median, ratio.median >= target) + &range);
             batches.push(mean_batch.map_or("-".into(), |b| format!("{:.1}", b.median)));
         }
         for s in &r.saturated {
@@ -269,9 +340,9 @@ pub fn markdown(reports: &[ModelReport], concurrency: usize, images: usize, roun
         out.push_str(&format!("| {} | {} |\n", r.model, cells.join(" | ")));
     }
     out.push_str(&format!(
-        "\n### Bare pipeline (img/s{}): one image at a time, and decoding overlapped with inference by batch size\n\n\
+        "\n### Bare pipeline (img/s{}): one image at a time, and the exploration of decoding overlapped with inference by layout and batch size\n\n\
          | variant | sessions × intra-op / decode threads | sequential |",
-        if rounds > 1 { ", overlapped: median of the rounds" } else { "" }
+        if explore_rounds > 1 { ", overlapped: median of the exploration rounds" } else { "" }
     ));
     let sizes = sorted_unique(reports.iter().flat_map(|r| r.batch_sizes()));
     for b in &sizes {
@@ -334,6 +405,7 @@ fn fmt(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn run(layout: Layout, batch_size: usize, images_per_s: f64) -> BatchRun {
         BatchRun {
@@ -342,6 +414,60 @@ mod tests {
             images_per_s,
             per_batch: Default::default(),
         }
+    }
+
+    fn server_run(protocol: &'static str, images_per_s: f64) -> ServerRun {
+        ServerRun {
+            protocol,
+            run: LoadRun {
+                images_per_s,
+                latency: Default::default(),
+                errors: 0,
+                first_error: None,
+            },
+            mean_batch: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_round_with_its_own_bare_run() {
+        let knobs = mobilenet_serve::config::Config::parse_from(["x"])
+            .knobs_for("m", Default::default())
+            .unwrap();
+        let sequential = run(Layout::Instances, 1, 10.0);
+        let mut report = ModelReport::new("m".into(), Task::Detection, &knobs, 2, sequential);
+        report.bare = vec![
+            run(Layout::Instances, 1, 120.0),
+            run(Layout::InstancesInline, 2, 150.0),
+            run(Layout::Instances, 1, 130.0),
+            run(Layout::InstancesInline, 2, 140.0),
+        ];
+        assert_eq!(
+            best_layout(&report.bare),
+            Some((Layout::InstancesInline, 2))
+        );
+        // A slow round and a fast one: per round 0.95 and 0.90, while the medians' ratio would be 0.917.
+        report.confirmed = vec![
+            run(Layout::InstancesInline, 2, 100.0),
+            run(Layout::InstancesInline, 2, 200.0),
+        ];
+        report.saturated = vec![
+            server_run("HTTP", 95.0),
+            server_run("gRPC", 80.0),
+            server_run("HTTP", 180.0),
+            server_run("gRPC", 170.0),
+        ];
+        let http = report.ratio("HTTP").unwrap();
+        assert!((http.median - 0.925).abs() < 1e-9, "{http:?}");
+        assert_eq!((http.min, http.max), (0.9, 0.95));
+        let (best, how, batch) = report.best();
+        assert_eq!(
+            (best.median, how.as_str(), batch),
+            (150.0, "overlapped, instances, inline decode", 2)
+        );
+        let table = markdown(&[report], 8, 5, 2, 2);
+        assert!(table.contains("| 0.925 (0.900–0.950) |"), "{table}");
+        assert!(table.contains("| **0.825** (0.800–0.850) |"), "{table}");
     }
 
     #[test]
@@ -372,7 +498,7 @@ mod tests {
         );
         assert_eq!(report.bare_at(Layout::Instances, 4).unwrap().median, 170.0);
         assert_eq!(report.layout_shape(Layout::Solo), "solo 1 × 2");
-        let table = markdown(&[report], 8, 5, 1);
+        let table = markdown(&[report], 8, 5, 1, 1);
         assert!(
             table.contains("| m | 2 × 1 / 2 | - | 180 | 170 |"),
             "{table}"
