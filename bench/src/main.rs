@@ -9,8 +9,9 @@
 //!    one, and the median of those ratios is reported. Measuring the chosen configuration again keeps the
 //!    luck that made it win the exploration out of the comparison, and pairing within a round keeps the
 //!    machine's drift between rounds out of it;
-//! 3. the bare pipeline one image at a time (the single-image time), and right after it the server with one
-//!    client over both protocols, so that the two latencies compared are measured within seconds.
+//! 3. `--latency-rounds` rounds of: the bare pipeline one image at a time (the single-image time), and right
+//!    after it the server with one client over both protocols, so that the two latencies compared are
+//!    measured within seconds; the median of the rounds' ratios is reported.
 //!
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
 //! flags from which the bare pipeline takes its intra-op threads. Prints a markdown report ([`report`]).
@@ -63,6 +64,10 @@ struct Args {
     /// makes nor breaks a ratio.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Rounds of (the bare pipeline one image at a time, one client over HTTP, one over gRPC) per variant;
+    /// each latency ratio is a round's server p50 over that round's bare p50.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    latency_rounds: u32,
     /// Passes over every bare layout and batch size that choose the best bare configuration.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     explore_rounds: u32,
@@ -184,12 +189,15 @@ fn main() -> anyhow::Result<()> {
                     saturated.push(run.with_protocol(protocol));
                 }
             }
-            // The single-image floor is measured right before the one-client runs it is compared with, so
-            // that the machine's drift over the rounds above does not enter the latency ratio.
-            let sequential = measure_sequential(&mut pipeline, &args, &images)?;
-            for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
-                let run = measure_server(&server, client, &name, task, &args, &images, 1).await;
-                single.push(run.with_protocol(protocol));
+            // The single-image floor is measured right before the one-client runs it is compared with, round
+            // by round, so that the machine's drift does not enter the latency ratio.
+            let mut sequential = Vec::new();
+            for _ in 0..args.latency_rounds {
+                sequential.push(measure_sequential(&mut pipeline, &args, &images)?);
+                for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
+                    let run = measure_server(&server, client, &name, task, &args, &images, 1).await;
+                    single.push(run.with_protocol(protocol));
+                }
             }
             let mut report =
                 ModelReport::new(name, task, &knobs, config.decode_threads(), sequential);

@@ -27,7 +27,8 @@ pub struct ModelReport {
     pub solo_intra_op_threads: usize,
     pub decode_threads: usize,
     /// One image at a time, decode then inference.
-    pub sequential: BatchRun,
+    /// One run per latency round.
+    pub sequential: Vec<BatchRun>,
     /// Decoding overlapped with inference: every layout at every batch size, the exploration that picks the
     /// best bare configuration.
     pub bare: Vec<BatchRun>,
@@ -91,7 +92,7 @@ impl ModelReport {
         task: Task,
         knobs: &ModelKnobs,
         decode_threads: usize,
-        sequential: BatchRun,
+        sequential: Vec<BatchRun>,
     ) -> Self {
         ModelReport {
             model,
@@ -143,7 +144,7 @@ impl ModelReport {
             let how = format!("overlapped, {}", layout_name(first.layout));
             return (spread, how, first.batch_size);
         }
-        let sequential = Spread::single(self.sequential.images_per_s);
+        let sequential = self.sequential_rate().unwrap_or(Spread::single(0.0));
         self.layouts()
             .into_iter()
             .flat_map(|layout| self.batch_sizes().into_iter().map(move |b| (layout, b)))
@@ -164,6 +165,30 @@ impl ModelReport {
             }
             Layout::Solo => format!("solo 1 × {}", self.solo_intra_op_threads),
         }
+    }
+
+    /// The bare pipeline one image at a time: its throughput over the latency rounds.
+    fn sequential_rate(&self) -> Option<Spread> {
+        Spread::of(self.sequential.iter().map(|r| r.images_per_s))
+    }
+
+    /// One client over `protocol`: p50 and p99 over the latency rounds, and each round's p50 over that
+    /// round's bare single-image p50.
+    fn one_client(&self, protocol: &str) -> Option<(Spread, Spread, Spread)> {
+        let runs: Vec<&LoadRun> = self
+            .single
+            .iter()
+            .filter(|s| s.protocol == protocol)
+            .map(|s| &s.run)
+            .collect();
+        let p50 = Spread::of(runs.iter().map(|r| r.latency.p50()))?;
+        let p99 = Spread::of(runs.iter().map(|r| r.latency.p99()))?;
+        let ratio = Spread::of(
+            runs.iter()
+                .zip(&self.sequential)
+                .map(|(r, bare)| r.latency.p50() / bare.per_batch.p50()),
+        )?;
+        Some((p50, p99, ratio))
     }
 
     /// The saturated server's rounds over `protocol`: throughput and mean batch size.
@@ -307,27 +332,48 @@ pub fn markdown(
             batches.join(" / ")
         ));
     }
-    out.push_str(
-        "\n### Latency with one client (ms)\n\n\
+    let latency_rounds = reports
+        .iter()
+        .map(|r| r.sequential.len())
+        .max()
+        .unwrap_or(0);
+    let of_latency_rounds = if latency_rounds > 1 {
+        format!(
+            ", median of {latency_rounds} rounds; each ratio is a round's p50 over that round's bare p50, \
+             with the range of the rounds"
+        )
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "\n### Latency with one client (ms{of_latency_rounds})\n\n\
          | variant | bare 1 image p50 / p99 | HTTP p50 / p99 | HTTP p50 / bare | gRPC p50 / p99 | gRPC p50 / bare |\n\
-         |---|---|---|---|---|---|\n",
-    );
+         |---|---|---|---|---|---|\n"
+    ));
     for r in reports {
-        let single = &r.sequential;
-        let bare_p50 = single.per_batch.p50();
+        let bare_p50 = Spread::of(r.sequential.iter().map(|s| s.per_batch.p50()));
+        let bare_p99 = Spread::of(r.sequential.iter().map(|s| s.per_batch.p99()));
+        let (Some(bare_p50), Some(bare_p99)) = (bare_p50, bare_p99) else {
+            continue;
+        };
         let mut cells = vec![format!(
             "{} / {}",
-            fmt(bare_p50),
-            fmt(single.per_batch.p99())
+            fmt(bare_p50.median),
+            fmt(bare_p99.median)
         )];
+        for protocol in ["HTTP", "gRPC"] {
+            let Some((p50, p99, ratio)) = r.one_client(protocol) else {
+                continue;
+            };
+            cells.push(format!("{} / {}", fmt(p50.median), fmt(p99.median)));
+            let range = if latency_rounds > 1 {
+                format!(" ({:.3}–{:.3})", ratio.min, ratio.max)
+            } else {
+                String::new()
+            };
+            cells.push(verdict(ratio.median, ratio.median <= LATENCY_TARGET) + &range);
+        }
         for s in &r.single {
-            let ratio = s.run.latency.p50() / bare_p50;
-            cells.push(format!(
-                "{} / {}",
-                fmt(s.run.latency.p50()),
-                fmt(s.run.latency.p99())
-            ));
-            cells.push(verdict(ratio, ratio <= LATENCY_TARGET));
             if !errors(&s.run).is_empty() {
                 notes.push(format!(
                     "{} {} single client{}",
@@ -352,10 +398,9 @@ pub fn markdown(
     for r in reports {
         for layout in r.layouts() {
             // The sequential figure belongs to the session a lone request runs on.
-            let sequential = if r.sequential.layout == layout {
-                fmt(r.sequential.images_per_s)
-            } else {
-                "-".into()
+            let sequential = match (r.sequential.first(), r.sequential_rate()) {
+                (Some(first), Some(rate)) if first.layout == layout => fmt(rate.median),
+                _ => "-".into(),
             };
             let decoders = match layout {
                 Layout::InstancesInline => "inline".to_string(),
@@ -434,7 +479,7 @@ mod tests {
         let knobs = mobilenet_serve::config::Config::parse_from(["x"])
             .knobs_for("m", Default::default())
             .unwrap();
-        let sequential = run(Layout::Instances, 1, 10.0);
+        let sequential = vec![run(Layout::Instances, 1, 10.0)];
         let mut report = ModelReport::new("m".into(), Task::Detection, &knobs, 2, sequential);
         report.bare = vec![
             run(Layout::Instances, 1, 120.0),
@@ -470,6 +515,42 @@ mod tests {
         assert!(table.contains("| **0.825** (0.800–0.850) |"), "{table}");
     }
 
+    fn one_image_at(ms: u64) -> crate::stats::Samples {
+        let mut samples = crate::stats::Samples::default();
+        samples.push(std::time::Duration::from_millis(ms));
+        samples
+    }
+
+    #[test]
+    fn latency_ratios_pair_each_round_with_its_own_floor() {
+        let knobs = mobilenet_serve::config::Config::parse_from(["x"])
+            .knobs_for("m", Default::default())
+            .unwrap();
+        // The floor moves from 10 to 20 ms between the rounds; the server stays 10% above it in both.
+        let sequential = [10, 20]
+            .map(|ms| BatchRun {
+                per_batch: one_image_at(ms),
+                ..run(Layout::Solo, 1, 1000.0 / ms as f64)
+            })
+            .into();
+        let mut report = ModelReport::new("m".into(), Task::Detection, &knobs, 2, sequential);
+        report.single = [11, 22]
+            .map(|ms| {
+                let mut one = server_run("HTTP", 1.0);
+                one.run.latency = one_image_at(ms);
+                one
+            })
+            .into();
+        let (p50, _, ratio) = report.one_client("HTTP").unwrap();
+        assert_eq!(p50.median, 16.5);
+        assert!((ratio.median - 1.1).abs() < 1e-9, "{ratio:?}");
+        let table = markdown(&[report], 8, 5, 1, 1);
+        assert!(
+            table.contains("| m | 15.0 / 15.0 | 16.5 / 16.5 | 1.100 (1.100–1.100) |"),
+            "{table}"
+        );
+    }
+
     #[test]
     fn best_bare_is_taken_over_every_layout_and_batch_size() {
         let knobs = ModelKnobs {
@@ -482,7 +563,7 @@ mod tests {
             decode_in_model_thread: true,
             max_image_pixels: 1,
         };
-        let sequential = run(Layout::Solo, 1, 100.0);
+        let sequential = vec![run(Layout::Solo, 1, 100.0)];
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);
         report.bare = vec![
             run(Layout::Instances, 1, 180.0),
