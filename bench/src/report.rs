@@ -461,6 +461,13 @@ mod tests {
         }
     }
 
+    /// The server's knobs with no flags, for reports whose layout does not matter.
+    fn default_knobs() -> ModelKnobs {
+        mobilenet_serve::config::Config::parse_from(["x"])
+            .knobs_for("m", Default::default())
+            .unwrap()
+    }
+
     fn server_run(protocol: &'static str, images_per_s: f64) -> ServerRun {
         ServerRun {
             protocol,
@@ -476,9 +483,7 @@ mod tests {
 
     #[test]
     fn ratios_pair_each_round_with_its_own_bare_run() {
-        let knobs = mobilenet_serve::config::Config::parse_from(["x"])
-            .knobs_for("m", Default::default())
-            .unwrap();
+        let knobs = default_knobs();
         let sequential = vec![run(Layout::Instances, 1, 10.0)];
         let mut report = ModelReport::new("m".into(), Task::Detection, &knobs, 2, sequential);
         report.bare = vec![
@@ -523,9 +528,7 @@ mod tests {
 
     #[test]
     fn latency_ratios_pair_each_round_with_its_own_floor() {
-        let knobs = mobilenet_serve::config::Config::parse_from(["x"])
-            .knobs_for("m", Default::default())
-            .unwrap();
+        let knobs = default_knobs();
         // The floor moves from 10 to 20 ms between the rounds; the server stays 10% above it in both.
         let sequential = [10, 20]
             .map(|ms| BatchRun {
