@@ -15,7 +15,8 @@
 //! - [`engine`]: one std thread per ONNX Runtime session; builds the batch tensor, runs it and decodes
 //!   each request's outputs with [`postprocess`] (top-k, SSD boxes + NMS, segmentation masks).
 //!
-//! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`]), [`repository`] (the
+//! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
+//! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining),
 //! [`sched`] (the CPU scheduling policy of the server's threads).
 pub mod batching;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod imaging;
+pub mod memory;
 pub mod metrics;
 pub mod options;
 pub mod postprocess;
