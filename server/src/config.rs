@@ -109,6 +109,29 @@ pub struct Config {
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
 
+    /// Longest side accepted, in pixels. Within the pixel limit, a very long side still costs memory in the
+    /// resize (its buffers scale with the source side times the target side).
+    #[arg(long, env = "MAX_IMAGE_SIDE", default_value_t = 32_768)]
+    pub max_image_side: u32,
+
+    /// Largest ratio of the longer side to the shorter. A 1:39,000,000 strip is a memory attack, not a photo;
+    /// 32:1 admits every panorama format in use.
+    #[arg(long, env = "MAX_IMAGE_ASPECT_RATIO", default_value_t = 32)]
+    pub max_image_aspect_ratio: u32,
+
+    /// Largest estimated memory (MiB) to decode and resize one image, estimated from its header before
+    /// anything is allocated. The default admits a 40 MP photo in every format (a 16-bit RGBA PNG is the
+    /// worst at about 450 MiB). Capped by the decode memory budget.
+    #[arg(long, env = "MAX_IMAGE_MEMORY_MIB", default_value_t = 512)]
+    pub max_image_memory_mib: u64,
+
+    /// Decode memory (MiB) shared by every image being decoded at once, on the decode pool and on the model
+    /// threads: an image waits (within its deadline) until its estimate fits. Default: a quarter of the
+    /// memory this process may use (its cgroup limit, else the machine's), so that a burst of large images
+    /// cannot take the process past its limit.
+    #[arg(long, env = "DECODE_MEMORY_BUDGET_MIB")]
+    pub decode_memory_budget_mib: Option<u64>,
+
     /// Largest request body in bytes (HTTP and gRPC messages).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -143,8 +166,6 @@ pub struct ModelKnobs {
     /// core's worth of work, the image is decoded on the core that runs it, and each request saves the two
     /// thread hand-offs to and from the pool. A wider session would leave its other cores idle meanwhile.
     pub decode_in_model_thread: bool,
-    /// The decompression-bomb limit (`--max-image-pixels`), for the images the model threads decode.
-    pub max_image_pixels: u64,
 }
 
 impl Config {
@@ -156,6 +177,27 @@ impl Config {
         self.decode_threads
             .unwrap_or_else(crate::cpus::available)
             .max(1)
+    }
+
+    /// Bytes of the decode memory budget.
+    pub fn decode_budget_bytes(&self) -> u64 {
+        self.decode_memory_budget_mib.map_or_else(
+            || crate::memory::available() / 4,
+            |mib| mib.saturating_mul(1 << 20),
+        )
+    }
+
+    /// The per-image limits; no image may need more memory than the whole decode budget.
+    pub fn image_limits(&self) -> crate::imaging::ImageLimits {
+        crate::imaging::ImageLimits {
+            max_pixels: self.max_image_pixels,
+            max_side: self.max_image_side,
+            max_aspect_ratio: self.max_image_aspect_ratio,
+            max_memory_bytes: self
+                .max_image_memory_mib
+                .saturating_mul(1 << 20)
+                .min(self.decode_budget_bytes()),
+        }
     }
 
     /// The knobs for `variant`: its overrides, else the global flags, else the repository's `hints` for it,
@@ -175,7 +217,6 @@ impl Config {
             intra_op_threads: 1,
             solo_intra_op_threads: 0,
             decode_in_model_thread: false,
-            max_image_pixels: self.max_image_pixels,
         };
         for spec in &self.model_override {
             let Some((name, settings)) = spec.split_once(':') else {
@@ -353,7 +394,30 @@ mod tests {
             !overridden.decode_in_model_thread,
             "an override beats the default"
         );
-        assert_eq!(overridden.max_image_pixels, 40_000_000);
+    }
+
+    #[test]
+    fn no_image_may_need_more_than_the_decode_budget() {
+        let limits = |args: &[&str]| {
+            Config::parse_from(std::iter::once("x").chain(args.iter().copied())).image_limits()
+        };
+        assert_eq!(
+            limits(&["--decode-memory-budget-mib", "4096"]).max_memory_bytes,
+            512 << 20
+        );
+        assert_eq!(
+            limits(&["--decode-memory-budget-mib", "100"]).max_memory_bytes,
+            100 << 20
+        );
+        let defaults = limits(&[]);
+        assert_eq!(
+            (
+                defaults.max_pixels,
+                defaults.max_side,
+                defaults.max_aspect_ratio
+            ),
+            (40_000_000, 32_768, 32)
+        );
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub async fn run(
     let metrics = metrics::install();
     let service = Arc::new(Service::new(
         config.decode_threads(),
-        config.max_image_pixels,
+        config.image_limits(),
+        imaging::DecodeBudget::new(config.decode_budget_bytes()),
     ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
