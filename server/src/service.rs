@@ -111,6 +111,8 @@ pub struct Service {
     draining: AtomicBool,
     decode_permits: Arc<Semaphore>,
     max_pixels: u64,
+    /// The deadline of requests that bring none (`--default-request-timeout-ms`).
+    default_timeout: Option<Duration>,
 }
 
 impl Service {
@@ -120,7 +122,14 @@ impl Service {
             draining: AtomicBool::new(false),
             decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
             max_pixels,
+            default_timeout: None,
         }
+    }
+
+    /// Gives requests that carry no deadline this one, counted from when the service takes them.
+    pub fn with_default_timeout(mut self, timeout: Option<Duration>) -> Service {
+        self.default_timeout = timeout;
+        self
     }
 
     /// Installs the loaded models; from then on the service is ready.
@@ -145,8 +154,13 @@ impl Service {
     }
 
     /// Serves one request and records it in the metrics, whatever the outcome.
-    pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
+    pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
+        // The one place the default deadline applies, so both transports and the batcher (which drops
+        // queued requests past their deadline) see the same one.
+        request.deadline = request
+            .deadline
+            .or_else(|| self.default_timeout.map(|t| start + t));
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
