@@ -414,3 +414,46 @@ async fn the_body_budget_refuses_before_reading_and_recovers() {
         .expect("gRPC served after the holder left");
     server.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_answers_the_request_in_flight_closes_quiet_connections_and_stops_accepting() {
+    let server = start(&[CLASSIFIER], &[]);
+    let mut silent = connect(&server.http).await;
+    let mut in_flight = connect(&server.http).await;
+    in_flight
+        .write_all(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    in_flight.write_all(&[0u8; 10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown();
+
+    // Far below the 60 s header timeout: closed by the drain, not by its timer.
+    assert!(
+        time_to_close(&mut silent, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "a silent connection outlived the drain"
+    );
+    // The request that had begun is still answered (not an image: 4xx), then its connection closes.
+    in_flight.write_all(&[0u8; 990]).await.unwrap();
+    let answered = read_response(&mut in_flight, Duration::from_secs(10)).await;
+    let status = answered.map(|(s, _)| s);
+    assert!(
+        status.is_some_and(|s| (400..500).contains(&s)),
+        "in-flight request answered: {status:?}"
+    );
+    assert!(
+        time_to_close(&mut in_flight, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    // And nothing new is accepted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr(&server.http)).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -82,7 +82,11 @@ async fn connection(
                 return;
             }
             _ = &mut stop, if !stopping => {
-                // Finishes the request in flight, if any, then closes; an idle connection closes at once.
+                // A connection with nothing in flight and no request arriving closes at once (hyper would
+                // keep a fresh one waiting for its first head); any other finishes its request, then closes.
+                if activity.is_quiet() {
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
                 stopping = true;
             }

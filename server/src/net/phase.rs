@@ -9,6 +9,9 @@
 //!   deadline, so this phase has no timer of its own.
 //! - `Idle`: kept alive between requests; it may last the keep-alive timeout.
 //!
+//! On drain, a connection that is quiet (idle, or in `Head` with no byte of it received yet) closes at once;
+//! any other finishes its request first.
+//!
 //! hyper has a `header_read_timeout`, but it restarts it whenever a connection goes idle, so the
 //! keep-alive time could never be longer than the header time (a keep-alive timeout shorter than a load
 //! balancer's idle timeout makes the balancer send requests on closing connections). Keeping both here
@@ -45,6 +48,8 @@ struct State {
     phase: Phase,
     since: Instant,
     in_flight: usize,
+    /// Some bytes of the current request head have arrived.
+    heard: bool,
 }
 
 /// One connection's phase, updated by its I/O ([`Watched`]) and its requests ([`Activity::request`]).
@@ -61,6 +66,7 @@ impl Activity {
                 phase: Phase::Head,
                 since: Instant::now(),
                 in_flight: 0,
+                heard: false,
             }),
             changed: Notify::new(),
         })
@@ -76,18 +82,24 @@ impl Activity {
 
     /// Bytes arrived: on an idle connection, a new request head has begun.
     fn bytes_read(&self) {
-        let idle = {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.phase == Phase::Idle
-        };
-        if idle {
-            self.update(|s| {
-                if s.phase == Phase::Idle {
-                    s.phase = Phase::Head;
-                    s.since = Instant::now();
-                }
-            });
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.phase {
+            Phase::Idle => {
+                state.phase = Phase::Head;
+                state.since = Instant::now();
+                state.heard = true;
+                drop(state);
+                self.changed.notify_one();
+            }
+            Phase::Head => state.heard = true,
+            Phase::Busy => {}
         }
+    }
+
+    /// No request is in flight and none has begun arriving: closing the connection loses nothing.
+    pub fn is_quiet(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.phase == Phase::Idle || (state.phase == Phase::Head && !state.heard)
     }
 
     /// A request head was parsed; the connection is busy until the returned guard is dropped (with the
@@ -96,6 +108,7 @@ impl Activity {
         self.update(|s| {
             s.in_flight += 1;
             s.phase = Phase::Busy;
+            s.heard = false;
         });
         InFlight(self.clone())
     }
@@ -240,6 +253,18 @@ mod tests {
             elapsed >= TIMEOUTS.header && elapsed < TIMEOUTS.idle,
             "{elapsed:?}"
         );
+    }
+
+    #[test]
+    fn quiet_until_bytes_arrive_or_while_idle() {
+        let activity = Activity::new();
+        assert!(activity.is_quiet(), "a new connection that sent nothing");
+        activity.bytes_read();
+        assert!(!activity.is_quiet(), "half a head");
+        let request = activity.request();
+        assert!(!activity.is_quiet(), "a request in flight");
+        drop(request);
+        assert!(activity.is_quiet(), "idle between requests");
     }
 
     #[tokio::test]
