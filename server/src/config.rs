@@ -136,6 +136,69 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Bytes of request bodies the process buffers at once, over both transports. A request that would go
+    /// past it is refused with 429 / RESOURCE_EXHAUSTED before its body is read in full (up front when it
+    /// declares a Content-Length), and its bytes count until its answer is produced. Default: a quarter of
+    /// the memory this process may use (cgroup limit, else RAM), leaving the rest to the models, decoding
+    /// and the runtime. At least `--max-body-bytes`, so any admissible body can be admitted when idle.
+    #[arg(long, env = "BODY_BUDGET_BYTES")]
+    pub body_budget_bytes: Option<u64>,
+
+    /// Time (ms) a request body may take to arrive in full, from its request head, on both transports
+    /// (408 / DEADLINE_EXCEEDED after it): a client trickling bytes cannot hold a connection and a buffer for
+    /// minutes. nginx's `client_body_timeout` value, counted over the whole body rather than between reads.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Time (ms) a request head may take to arrive, from the connection opening or the first byte of the
+    /// next request; for gRPC, the time until the HTTP/2 preface arrives. Closes slowloris connections that
+    /// send half a header, or nothing. nginx's `client_header_timeout` (60 s).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time (ms) an HTTP connection may stay idle between requests before it is closed. nginx's
+    /// `keepalive_timeout` (75 s): longer than the 60 s idle timeout of common load balancers, so that they
+    /// close first and never send a request on a connection we are closing.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_MS", default_value_t = 75_000)]
+    pub keep_alive_timeout_ms: u64,
+
+    /// Open connections per listener (HTTP and gRPC each). Beyond it, new connections wait in the kernel's
+    /// listen backlog until one closes. Bounds file descriptors and per-connection memory; the process
+    /// needs `ulimit -n` of at least twice this plus a few hundred.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u32,
+
+    /// Idle time (s) before the kernel probes a silent peer with TCP keepalive, on both listeners, so a
+    /// client that vanished without closing does not hold its connection forever. 0 turns it off. Go
+    /// net/http's default (15 s).
+    #[arg(long, env = "TCP_KEEPALIVE_SECS", default_value_t = 15)]
+    pub tcp_keepalive_secs: u64,
+
+    /// Concurrent gRPC streams (requests) per connection; one connection cannot open 10,000 at once.
+    /// nginx's `http2_max_concurrent_streams` (128).
+    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Interval (s) of HTTP/2 keepalive pings on gRPC connections; a peer that does not answer one within
+    /// `--grpc-keepalive-timeout-secs` is disconnected. 0 turns pings off. gRPC's server default (2 h).
+    #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL_SECS", default_value_t = 7200)]
+    pub grpc_keepalive_interval_secs: u64,
+
+    /// How long (s) to wait for the answer to an HTTP/2 keepalive ping. gRPC's default (20 s).
+    #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub grpc_keepalive_timeout_secs: u64,
+
+    /// Age (s) after which a gRPC connection is asked to close (GOAWAY; clients reconnect), which also
+    /// bounds how long an idle one holds its slot: tonic has no idle timeout. 0: no limit, gRPC's default.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    pub grpc_max_connection_age_secs: u64,
+
+    /// Deadline (ms) of a request that sets none (`x-request-timeout-ms` over HTTP, `grpc-timeout` over
+    /// gRPC), from when the service takes it: the answer is then 504 / DEADLINE_EXCEEDED, and a request
+    /// still queued is dropped. 0: no default deadline. Envoy's default route timeout (15 s).
+    #[arg(long, env = "DEFAULT_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    pub default_request_timeout_ms: u64,
+
     /// After SIGTERM/SIGINT, how long (s) to keep answering accepted requests before exiting anyway.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
@@ -171,6 +234,34 @@ pub struct ModelKnobs {
 impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// `--body-budget-bytes`, else a quarter of the memory available; never below `--max-body-bytes`.
+    pub fn body_budget_bytes(&self) -> u64 {
+        self.body_budget_bytes
+            .unwrap_or_else(|| crate::memory::available() / 4)
+            .max(self.max_body_bytes as u64)
+    }
+
+    /// `None` where the flag is 0.
+    fn optional(value: u64, unit: fn(u64) -> Duration) -> Option<Duration> {
+        (value > 0).then(|| unit(value))
+    }
+
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        Config::optional(self.tcp_keepalive_secs, Duration::from_secs)
+    }
+
+    pub fn grpc_keepalive_interval(&self) -> Option<Duration> {
+        Config::optional(self.grpc_keepalive_interval_secs, Duration::from_secs)
+    }
+
+    pub fn grpc_max_connection_age(&self) -> Option<Duration> {
+        Config::optional(self.grpc_max_connection_age_secs, Duration::from_secs)
+    }
+
+    pub fn default_request_timeout(&self) -> Option<Duration> {
+        Config::optional(self.default_request_timeout_ms, Duration::from_millis)
     }
 
     pub fn decode_threads(&self) -> usize {

@@ -52,6 +52,12 @@ pub enum Error {
     QueueFull { model: String },
     #[error("the request deadline passed before it could be served")]
     DeadlineExceeded,
+    #[error(
+        "the server is buffering its limit of request bodies ({budget_bytes} bytes); retry shortly"
+    )]
+    BodyBudgetFull { budget_bytes: u64 },
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    BodyTimeout { timeout_ms: u64 },
     #[error("the models are still loading; retry shortly")]
     NotReady,
     #[error(
@@ -141,6 +147,16 @@ impl Error {
                 StatusCode::GATEWAY_TIMEOUT,
                 C::DeadlineExceeded,
                 "deadline_exceeded",
+            ),
+            Error::BodyBudgetFull { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::ResourceExhausted,
+                "body_budget_full",
+            ),
+            Error::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                C::DeadlineExceeded,
+                "body_timeout",
             ),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "not_ready"),
             Error::UnknownRoute { .. } => {

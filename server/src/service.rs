@@ -113,6 +113,8 @@ pub struct Service {
     decode_permits: Arc<Semaphore>,
     image_limits: ImageLimits,
     decode_budget: DecodeBudget,
+    /// The deadline of requests that bring none (`--default-request-timeout-ms`).
+    default_timeout: Option<Duration>,
 }
 
 impl Service {
@@ -127,7 +129,14 @@ impl Service {
             decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
             image_limits,
             decode_budget,
+            default_timeout: None,
         }
+    }
+
+    /// Gives requests that carry no deadline this one, counted from when the service takes them.
+    pub fn with_default_timeout(mut self, timeout: Option<Duration>) -> Service {
+        self.default_timeout = timeout;
+        self
     }
 
     /// Installs the loaded models; from then on the service is ready.
@@ -152,8 +161,13 @@ impl Service {
     }
 
     /// Serves one request and records it in the metrics, whatever the outcome.
-    pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
+    pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
+        // The one place the default deadline applies, so both transports and the batcher (which drops
+        // queued requests past their deadline) see the same one.
+        request.deadline = request
+            .deadline
+            .or_else(|| self.default_timeout.map(|t| start + t));
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
