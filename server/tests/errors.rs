@@ -12,8 +12,8 @@ const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
 const SEGMENTER: &str = "deeplabv3_mnv2_257";
 
 /// Small limits so that the test images can exceed them: cat_720p.jpg has 921,600 pixels,
-/// grace_hopper.bmp is 921,738 bytes, and a 700 x 700 16-bit RGBA PNG needs about 7.5 MiB to decode and
-/// resize (parrot.jpg, the largest test photo under the pixel limit, about 4). The classifier's model thread decodes its images itself and the
+/// grace_hopper.bmp is 921,738 bytes, and a 700 x 700 16-bit RGBA PNG needs an estimated 10 MiB to decode
+/// and resize (parrot.jpg, the largest test photo under the pixel limit, about 7). The classifier's model thread decodes its images itself and the
 /// segmenter's come from the decode pool, so every error below is checked on both paths.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -28,7 +28,7 @@ fn server() -> &'static TestServer {
                 "--max-body-bytes",
                 "800000",
                 "--max-image-memory-mib",
-                "6",
+                "8",
                 "--model-override",
                 &classifier_decodes,
                 "--model-override",
