@@ -136,6 +136,7 @@ pub async fn flood(addr: SocketAddr, streams: u32, window: Duration) -> anyhow::
         ..Flood::default()
     };
     let end = begin + window;
+    let mut answered = std::collections::HashSet::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -155,6 +156,7 @@ pub async fn flood(addr: SocketAddr, streams: u32, window: Duration) -> anyhow::
                 break;
             }
             let (kind, flags) = (buf[3], buf[4]);
+            let stream_id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7FFF_FFFF;
             let payload = buf[9..9 + len].to_vec();
             buf.drain(..9 + len);
             match kind {
@@ -183,9 +185,13 @@ pub async fn flood(addr: SocketAddr, streams: u32, window: Duration) -> anyhow::
                         f.reset_other += 1;
                     }
                 }
-                // A response's first HEADERS frame; trailers come as a second one on the same stream, which
-                // a gRPC answer without a body (a status only) does not have.
-                HEADERS => f.answered += 1,
+                // A response's headers, and for a response with a body its trailers too: a stream is
+                // counted once.
+                HEADERS => {
+                    if answered.insert(stream_id) {
+                        f.answered += 1;
+                    }
+                }
                 GOAWAY if payload.len() >= 8 => {
                     let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
                         & 0x7FFF_FFFF;
