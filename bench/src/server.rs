@@ -116,13 +116,13 @@ impl Server {
         Some(describe_exit(status))
     }
 
-    /// The last `lines` lines of the child's log that say why it stopped (empty without a log).
+    /// Why the child stopped, from its log: the last line that names a cause (an allocation failure, a
+    /// panic, an error), else the last `lines` lines. Empty without a log.
     pub fn log_tail(&self, lines: usize) -> String {
         let Some(text) = self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else {
             return String::new();
         };
-        let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        all[all.len().saturating_sub(lines)..].join(" | ")
+        death_note(&text, lines)
     }
 
     fn stop(&mut self) {
@@ -198,6 +198,18 @@ impl Drop for Server {
     }
 }
 
+/// The line of a log that says why the process ended, or its last `lines` lines. A panic or allocation
+/// failure is followed by a backtrace, whose last lines say nothing.
+fn death_note(text: &str, lines: usize) -> String {
+    const CAUSES: [&str; 4] = ["memory allocation of", "panicked at", "fatal runtime error", "ERROR"];
+    let all: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let note = match all.iter().rev().find(|l| CAUSES.iter().any(|c| l.contains(c))) {
+        Some(cause) => (*cause).to_owned(),
+        None => all[all.len().saturating_sub(lines)..].join(" | "),
+    };
+    note.chars().take(300).collect()
+}
+
 /// "signal 6 (SIGABRT)" or "exit code 1": a crash reads differently from a clean refusal to start.
 fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
@@ -238,4 +250,17 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_of_death_is_found_above_the_backtrace() {
+        let log = "INFO ready\nmemory allocation of 26208000003 bytes failed\nstack backtrace:\n   0: std::alloc\n   at ./server/src/engine/mod.rs:135:28\n";
+        assert_eq!(death_note(log, 2), "memory allocation of 26208000003 bytes failed");
+        assert_eq!(death_note("a\nb\nc\n", 2), "b | c");
+        assert_eq!(death_note("", 2), "");
+    }
 }

@@ -176,6 +176,8 @@ pub struct Suite {
     largest: Bytes,
     /// VmRSS after warm-up; the bound is this plus the margin.
     pub baseline: u64,
+    /// The normal request for 2 s before any attack.
+    pub at_rest: probe::Summary,
     restarts: usize,
 }
 
@@ -201,11 +203,19 @@ impl Suite {
             smallest,
             largest,
             baseline: 0,
+            at_rest: probe::Summary::default(),
             restarts: 0,
         };
         suite.warm_up().await?;
         let pid = suite.server.pid().context("the suite needs the server's pid")?;
         suite.baseline = procfs::read(pid).context("reading the server's RSS")?.rss;
+        // The normal request with no attack, so the latencies under attack can be read against the
+        // machine's own noise (a shared machine's load shows here first).
+        let (stop, stopped) = watch::channel(false);
+        let probes = suite.probe.during(suite.server.http_url.clone(), suite.settings.probe_period, stopped);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = stop.send(true);
+        suite.at_rest = probe::Summary::of(&probes.await.unwrap_or_default(), suite.settings.probe_goal);
         Ok(suite)
     }
 
@@ -321,7 +331,7 @@ impl Suite {
                 "{} of {} accepted requests lost, first: {}",
                 witnessed.lost,
                 witnessed.sent,
-                witnessed.first_loss.clone().unwrap_or_default()
+                clip(&witnessed.first_loss.clone().unwrap_or_default())
             ));
         }
         // Check 1, during the attack.
@@ -334,7 +344,7 @@ impl Suite {
                 "{} of {} normal requests failed during the attack: {}",
                 summary.bad,
                 summary.sent,
-                summary.problems.join("; ")
+                clip(&summary.problems.join("; "))
             ));
         }
         // Under a burst of 10x capacity, a quick 429 is the contract for every client, the probe included;
@@ -424,10 +434,15 @@ impl Suite {
                         break;
                     }
                 }
-                if !sent.bad.is_empty() {
-                    failures.push(format!("not served nor refused with a 4xx: {}", sent.bad.join("; ")));
+                if let Some(first) = sent.bad.first() {
+                    failures.push(format!(
+                        "{} of {} answers neither served nor a 4xx, first: {}",
+                        sent.bad.len(),
+                        sent.answers.len(),
+                        clip(first)
+                    ));
                 }
-                format!("{} KB image; {}", size / 1000, sent.describe())
+                format!("{size} B image; {}", sent.describe())
             }
             (Case::HalfOpen, _) => {
                 let t = sockets::Tally::of(&sockets::half_open(http, s.half_open, s.hold).await);
@@ -537,6 +552,14 @@ impl Suite {
             (case, _) => anyhow::bail!("case {} was not prepared", case.name()),
         };
         Ok(Attack { what, failures })
+    }
+}
+
+/// Error texts carry URLs and nested causes; a table cell keeps the first 160 characters.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(160) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
     }
 }
 

@@ -101,8 +101,9 @@ impl Tally {
     }
 }
 
-/// Opens `n` connections, each running `script` on its socket until `window` has passed since `begin`.
-async fn many<F, Fut>(addr: SocketAddr, n: usize, window: Duration, script: F) -> Vec<Fate>
+/// Opens `n` connections, the k-th `spread * k / n` after the start, each running `script` on its socket
+/// until `window` has passed since the start.
+async fn many<F, Fut>(addr: SocketAddr, n: usize, spread: Duration, window: Duration, script: F) -> Vec<Fate>
 where
     F: Fn(TcpStream, Instant) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Fate> + Send,
@@ -112,9 +113,11 @@ where
     let connecting = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let script = Arc::new(script);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    for k in 0..n {
         let (connecting, script) = (connecting.clone(), script.clone());
+        let start = begin + spread.mul_f64(k as f64 / n as f64);
         tasks.spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
             let connected = {
                 let _slot = connecting.acquire().await;
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
@@ -176,7 +179,7 @@ pub fn status_of(bytes: &[u8]) -> Option<u16> {
 
 /// `n` connections that each send the start of a request header and then nothing.
 pub async fn half_open(addr: SocketAddr, n: usize, window: Duration) -> Vec<Fate> {
-    many(addr, n, window, |mut stream, begin| async move {
+    many(addr, n, Duration::ZERO, window, |mut stream, begin| async move {
         if stream
             .write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
             .await
@@ -189,6 +192,10 @@ pub async fn half_open(addr: SocketAddr, n: usize, window: Duration) -> Vec<Fate
     .await
 }
 
+/// Slow clients arrive over this long rather than all at once: started together, they would also finish
+/// together, and `n` requests landing in the same instant are a burst, which is another case.
+const SLOW_ARRIVALS: Duration = Duration::from_secs(5);
+
 /// `n` uploads of `body` (a real JPEG) at `bytes_per_s`, each reading the answer as it comes.
 pub async fn slow_uploads(
     addr: SocketAddr,
@@ -197,7 +204,7 @@ pub async fn slow_uploads(
     bytes_per_s: usize,
     window: Duration,
 ) -> Vec<Fate> {
-    many(addr, n, window, move |stream, begin| {
+    many(addr, n, SLOW_ARRIVALS, window, move |stream, begin| {
         let body = body.clone();
         async move {
             let (mut rx, mut tx) = stream.into_split();
@@ -246,7 +253,7 @@ pub async fn slow_uploads(
 /// `n` keep-alive connections that each get one answer to `GET /healthz` and then stay idle. A fate of
 /// `Answered` means the server closed after answering; a failed health check is `Answered` with its status.
 pub async fn idle_keepalive(addr: SocketAddr, n: usize, window: Duration) -> Vec<Fate> {
-    many(addr, n, window, |mut stream, begin| async move {
+    many(addr, n, Duration::ZERO, window, |mut stream, begin| async move {
         if stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

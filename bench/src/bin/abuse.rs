@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use mobilenet_bench::abuse::{Case, Settings, Suite, table};
+use mobilenet_bench::abuse::{self, Case, Settings, Suite, table};
 use mobilenet_bench::server::{self, Launch, Server};
 use mobilenet_bench::{machine, procfs};
 
@@ -172,13 +172,15 @@ fn main() -> anyhow::Result<()> {
             results.push(r);
         }
         let header = format!(
-            "Server: `{}` serving {} with flags `{}`; its RSS after warm-up {:.0} MiB, bound = that + {} MiB = {:.0} MiB; open-file limit {fd_limit}.",
+            "Server: `{}` serving {} with flags `{}`; its RSS after warm-up {:.0} MiB, bound = that + {} MiB = {:.0} MiB; open-file limit {fd_limit}. The normal request with no attack: p50 / max {} ({} sent).",
             args.server_bin.display(),
             models.join(", "),
             server_args.join(" "),
             procfs::mib(suite.baseline),
             args.rss_margin_mib,
-            procfs::mib(suite.bound())
+            procfs::mib(suite.bound()),
+            abuse::latency_cell(&suite.at_rest.latency),
+            suite.at_rest.sent
         );
         anyhow::Ok((results, header, suite.bound()))
     })?;
