@@ -255,18 +255,28 @@ impl Suite {
         ])
     }
 
-    /// Starts the server again if the previous case killed it (or left it unready).
-    async fn ensure_serving(&mut self) -> anyhow::Result<()> {
+    /// Starts the server again if the previous case killed it, left it unready, or left its RSS more than
+    /// half the margin over the baseline (the allocator keeps what a large image took): each case is then
+    /// judged from the same baseline, not charged with its predecessor's memory. Returns why it restarted.
+    async fn ensure_serving(&mut self) -> anyhow::Result<Option<String>> {
         let dead = self.server.exited().is_some();
         let ready = !dead && self.probe.once(&self.server.http_url).await.outcome == Outcome::Correct;
-        if !ready {
+        let rss = self.server.pid().and_then(procfs::read).map_or(0, |m| m.rss);
+        let inflated = rss > self.baseline + self.settings.rss_margin / 2;
+        let why = match (dead, ready, inflated) {
+            (true, _, _) => "the previous case killed the server".to_owned(),
+            (false, false, _) => "the server did not answer a normal request correctly".to_owned(),
+            (false, true, true) => format!("the previous case left the server's RSS at {:.0} MiB", procfs::mib(rss)),
+            (false, true, false) => return Ok(None),
+        };
+        {
             self.restarts += 1;
-            eprintln!("  restarting the server (restart {})", self.restarts);
+            eprintln!("  restarting the server (restart {}): {why}", self.restarts);
             self.server.restart(self.restarts)?;
             self.server.wait_ready(Duration::from_secs(300)).await?;
             self.warm_up().await?;
         }
-        Ok(())
+        Ok(Some(why))
     }
 
     pub async fn run(&mut self, case: Case) -> CaseResult {
@@ -289,7 +299,7 @@ impl Suite {
     }
 
     async fn run_checked(&mut self, case: Case, result: &mut CaseResult) -> anyhow::Result<()> {
-        self.ensure_serving().await?;
+        let restarted = self.ensure_serving().await?;
         let prepared = self.prepare(case).await?;
         let clients = self.clients().await?;
         let pid = self.server.pid().context("no server pid")?;
@@ -309,7 +319,10 @@ impl Suite {
         let failures = &mut result.failures;
         match attack {
             Ok(a) => {
-                result.what = a.what;
+                result.what = match restarted {
+                    Some(why) => format!("{} (on a fresh server: {why})", a.what),
+                    None => a.what,
+                };
                 failures.extend(a.failures);
             }
             Err(e) => failures.push(format!("the attack failed to run: {e:#}")),
