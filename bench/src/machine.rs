@@ -60,6 +60,9 @@ mod tests {
         assert!(s.starts_with("20"), "{s}");
         let stamp = super::stamp_utc();
         assert_eq!(stamp.len(), 14, "{stamp}");
-        assert!(stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T', "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T',
+            "{stamp}"
+        );
     }
 }

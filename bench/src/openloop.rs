@@ -95,7 +95,11 @@ mod tests {
         assert_eq!(run.records.len(), 50);
         assert_eq!(run.skipped, 0);
         assert_eq!(run.records[10].started, Duration::from_millis(100));
-        assert!(run.records.iter().all(|r| r.latency == Duration::from_secs(1)));
+        assert!(
+            run.records
+                .iter()
+                .all(|r| r.latency == Duration::from_secs(1))
+        );
     }
 
     #[tokio::test(start_paused = true)]

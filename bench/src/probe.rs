@@ -94,7 +94,9 @@ impl Probe {
         let status = response.status().as_u16();
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => return Outcome::Failed(format!("HTTP {status}, body lost: {}", short_error(&e))),
+            Err(e) => {
+                return Outcome::Failed(format!("HTTP {status}, body lost: {}", short_error(&e)));
+            }
         };
         match status {
             200 => self.judge(&body),
@@ -214,7 +216,8 @@ mod tests {
 
     #[test]
     fn a_clear_winner_is_the_only_label_accepted() {
-        let r = json!([{"label": "cheeseburger", "score": 0.97}, {"label": "bagel", "score": 0.02}]);
+        let r =
+            json!([{"label": "cheeseburger", "score": 0.97}, {"label": "bagel", "score": 0.02}]);
         assert_eq!(expected_labels(&r).unwrap(), vec!["cheeseburger"]);
     }
 
@@ -241,7 +244,10 @@ mod tests {
             ],
             Duration::from_millis(200),
         );
-        assert_eq!((s.sent, s.correct, s.refused, s.bad, s.slow), (5, 2, 1, 2, 1));
+        assert_eq!(
+            (s.sent, s.correct, s.refused, s.bad, s.slow),
+            (5, 2, 1, 2, 1)
+        );
         assert_eq!(s.latency.quantile(1.0), 10_000.0);
     }
 }

@@ -29,7 +29,11 @@ pub fn read(pid: u32) -> Option<Memory> {
 fn parse_status(text: &str) -> Option<Memory> {
     let kib = |key: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(key))?;
-        line[key.len()..].split_whitespace().next()?.parse::<u64>().ok()
+        line[key.len()..]
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
     };
     Some(Memory {
         rss: kib("VmRSS:")? * 1024,
@@ -156,7 +160,11 @@ mod tests {
             hwm: 50,
             ..Trace::default()
         };
-        assert_eq!(t.peak(), 10, "a lifetime VmHWM says nothing about this span");
+        assert_eq!(
+            t.peak(),
+            10,
+            "a lifetime VmHWM says nothing about this span"
+        );
         t.peak_was_reset = true;
         assert_eq!(t.peak(), 50);
     }

@@ -119,7 +119,11 @@ impl Server {
     /// Why the child stopped, from its log: the last line that names a cause (an allocation failure, a
     /// panic, an error), else the last `lines` lines. Empty without a log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let Some(text) = self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else {
+        let Some(text) = self
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        else {
             return String::new();
         };
         death_note(&text, lines)
@@ -201,9 +205,22 @@ impl Drop for Server {
 /// The line of a log that says why the process ended, or its last `lines` lines. A panic or allocation
 /// failure is followed by a backtrace, whose last lines say nothing.
 fn death_note(text: &str, lines: usize) -> String {
-    const CAUSES: [&str; 4] = ["memory allocation of", "panicked at", "fatal runtime error", "ERROR"];
-    let all: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let note = match all.iter().rev().find(|l| CAUSES.iter().any(|c| l.contains(c))) {
+    const CAUSES: [&str; 4] = [
+        "memory allocation of",
+        "panicked at",
+        "fatal runtime error",
+        "ERROR",
+    ];
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let note = match all
+        .iter()
+        .rev()
+        .find(|l| CAUSES.iter().any(|c| l.contains(c)))
+    {
         Some(cause) => (*cause).to_owned(),
         None => all[all.len().saturating_sub(lines)..].join(" | "),
     };
@@ -259,7 +276,10 @@ mod tests {
     #[test]
     fn the_cause_of_death_is_found_above_the_backtrace() {
         let log = "INFO ready\nmemory allocation of 26208000003 bytes failed\nstack backtrace:\n   0: std::alloc\n   at ./server/src/engine/mod.rs:135:28\n";
-        assert_eq!(death_note(log, 2), "memory allocation of 26208000003 bytes failed");
+        assert_eq!(
+            death_note(log, 2),
+            "memory allocation of 26208000003 bytes failed"
+        );
         assert_eq!(death_note("a\nb\nc\n", 2), "b | c");
         assert_eq!(death_note("", 2), "");
     }

@@ -70,7 +70,9 @@ impl Flood {
             self.held()
         );
         if let Some((at, last, code)) = self.goaway {
-            out.push_str(&format!(", GOAWAY (code {code}, last stream {last}) at {at:.1} s"));
+            out.push_str(&format!(
+                ", GOAWAY (code {code}, last stream {last}) at {at:.1} s"
+            ));
         } else if let Some(at) = self.closed_at {
             out.push_str(&format!(", connection closed at {at:.1} s"));
         }
@@ -162,7 +164,9 @@ pub async fn flood(addr: SocketAddr, streams: u32, window: Duration) -> anyhow::
             match kind {
                 SETTINGS if flags & ACK == 0 => {
                     for setting in payload.chunks_exact(6) {
-                        if u16::from_be_bytes([setting[0], setting[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS {
+                        if u16::from_be_bytes([setting[0], setting[1]])
+                            == SETTINGS_MAX_CONCURRENT_STREAMS
+                        {
                             f.advertised_max = Some(u32::from_be_bytes([
                                 setting[2], setting[3], setting[4], setting[5],
                             ]));
@@ -187,11 +191,7 @@ pub async fn flood(addr: SocketAddr, streams: u32, window: Duration) -> anyhow::
                 }
                 // A response's headers, and for a response with a body its trailers too: a stream is
                 // counted once.
-                HEADERS => {
-                    if answered.insert(stream_id) {
-                        f.answered += 1;
-                    }
-                }
+                HEADERS if answered.insert(stream_id) => f.answered += 1,
                 GOAWAY if payload.len() >= 8 => {
                     let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
                         & 0x7FFF_FFFF;

@@ -53,7 +53,10 @@ fn judge(result: &Result<(), ClientError>) -> (String, bool) {
                     use tonic::Code as C;
                     let fine = matches!(
                         code,
-                        C::InvalidArgument | C::OutOfRange | C::ResourceExhausted | C::FailedPrecondition
+                        C::InvalidArgument
+                            | C::OutOfRange
+                            | C::ResourceExhausted
+                            | C::FailedPrecondition
                     );
                     (format!("{code:?}"), fine)
                 }
@@ -126,7 +129,13 @@ mod tests {
             ("422 image_too_large".to_owned(), true)
         );
         assert!(!judge(&server(ServerStatus::Http(500), None)).1);
-        assert!(judge(&server(ServerStatus::Grpc(tonic::Code::InvalidArgument), None)).1);
+        assert!(
+            judge(&server(
+                ServerStatus::Grpc(tonic::Code::InvalidArgument),
+                None
+            ))
+            .1
+        );
         assert!(!judge(&server(ServerStatus::Grpc(tonic::Code::Internal), None)).1);
         assert!(!judge(&server(ServerStatus::Grpc(tonic::Code::Unavailable), None)).1);
     }

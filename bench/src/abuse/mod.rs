@@ -192,8 +192,16 @@ impl Suite {
     ) -> anyhow::Result<Suite> {
         let probe = Probe::new(&images_dir, probe_image)?;
         let jpegs = crate::load::read_jpegs(&images_dir)?;
-        let smallest = jpegs.iter().min_by_key(|j| j.len()).cloned().context("no JPEG")?;
-        let largest = jpegs.iter().max_by_key(|j| j.len()).cloned().context("no JPEG")?;
+        let smallest = jpegs
+            .iter()
+            .min_by_key(|j| j.len())
+            .cloned()
+            .context("no JPEG")?;
+        let largest = jpegs
+            .iter()
+            .max_by_key(|j| j.len())
+            .cloned()
+            .context("no JPEG")?;
         server.wait_ready(Duration::from_secs(300)).await?;
         let mut suite = Suite {
             server,
@@ -207,15 +215,23 @@ impl Suite {
             restarts: 0,
         };
         suite.warm_up().await?;
-        let pid = suite.server.pid().context("the suite needs the server's pid")?;
+        let pid = suite
+            .server
+            .pid()
+            .context("the suite needs the server's pid")?;
         suite.baseline = procfs::read(pid).context("reading the server's RSS")?.rss;
         // The normal request with no attack, so the latencies under attack can be read against the
         // machine's own noise (a shared machine's load shows here first).
         let (stop, stopped) = watch::channel(false);
-        let probes = suite.probe.during(suite.server.http_url.clone(), suite.settings.probe_period, stopped);
+        let probes = suite.probe.during(
+            suite.server.http_url.clone(),
+            suite.settings.probe_period,
+            stopped,
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = stop.send(true);
-        suite.at_rest = probe::Summary::of(&probes.await.unwrap_or_default(), suite.settings.probe_goal);
+        suite.at_rest =
+            probe::Summary::of(&probes.await.unwrap_or_default(), suite.settings.probe_goal);
         Ok(suite)
     }
 
@@ -239,7 +255,9 @@ impl Suite {
 
     /// True once the server process has ended: an attack stops sending then.
     fn server_gone(&self) -> bool {
-        self.server.pid().is_none_or(|pid| procfs::read(pid).is_none())
+        self.server
+            .pid()
+            .is_none_or(|pid| procfs::read(pid).is_none())
     }
 
     pub fn bound(&self) -> u64 {
@@ -260,13 +278,21 @@ impl Suite {
     /// judged from the same baseline, not charged with its predecessor's memory. Returns why it restarted.
     async fn ensure_serving(&mut self) -> anyhow::Result<Option<String>> {
         let dead = self.server.exited().is_some();
-        let ready = !dead && self.probe.once(&self.server.http_url).await.outcome == Outcome::Correct;
-        let rss = self.server.pid().and_then(procfs::read).map_or(0, |m| m.rss);
+        let ready =
+            !dead && self.probe.once(&self.server.http_url).await.outcome == Outcome::Correct;
+        let rss = self
+            .server
+            .pid()
+            .and_then(procfs::read)
+            .map_or(0, |m| m.rss);
         let inflated = rss > self.baseline + self.settings.rss_margin / 2;
         let why = match (dead, ready, inflated) {
             (true, _, _) => "the previous case killed the server".to_owned(),
             (false, false, _) => "the server did not answer a normal request correctly".to_owned(),
-            (false, true, true) => format!("the previous case left the server's RSS at {:.0} MiB", procfs::mib(rss)),
+            (false, true, true) => format!(
+                "the previous case left the server's RSS at {:.0} MiB",
+                procfs::mib(rss)
+            ),
             (false, true, false) => return Ok(None),
         };
         {
@@ -308,8 +334,15 @@ impl Suite {
 
         let sampler = Sampler::start(pid, Duration::from_millis(50), s.rss_kill);
         let (stop, stopped) = watch::channel(false);
-        let probes = self.probe.during(http_url.clone(), s.probe_period, stopped.clone());
-        let witnesses = witness::during(clients.clone(), self.images.clone(), s.witness_period, stopped);
+        let probes = self
+            .probe
+            .during(http_url.clone(), s.probe_period, stopped.clone());
+        let witnesses = witness::during(
+            clients.clone(),
+            self.images.clone(),
+            s.witness_period,
+            stopped,
+        );
         let attack = self.attack(case, prepared, &clients).await;
         let _ = stop.send(true);
         let probes = probes.await.unwrap_or_default();
@@ -331,12 +364,18 @@ impl Suite {
         if let Some(how) = self.server.exited() {
             failures.insert(
                 0,
-                format!("server died ({how}); its log ends: {}", self.server.log_tail(2)),
+                format!(
+                    "server died ({how}); its log ends: {}",
+                    self.server.log_tail(2)
+                ),
             );
         } else {
             let after = self.probe.once(&http_url).await;
             if after.outcome != Outcome::Correct {
-                failures.push(format!("a normal request after the attack: {:?}", after.outcome));
+                failures.push(format!(
+                    "a normal request after the attack: {:?}",
+                    after.outcome
+                ));
             }
         }
         if witnessed.lost > 0 {
@@ -409,26 +448,35 @@ impl Suite {
             Case::Png16Bit => {
                 // 8000 x 5000 RGBA at 16 bits for the default limit: exactly at it, 8 bytes a pixel.
                 let width = 8000u32;
-                let height = u32::try_from(s.max_image_pixels / u64::from(width)).unwrap_or(u32::MAX);
+                let height =
+                    u32::try_from(s.max_image_pixels / u64::from(width)).unwrap_or(u32::MAX);
                 Prepared::Image(images::png_zeros(width, height, PngColor::Rgba, 16).into())
             }
             Case::JpegBomb => {
                 // 65,000 x 600 for the default limit: the widest side a JPEG header can hold, nearly.
                 let width = 65_000u16;
-                let height = u16::try_from((s.max_image_pixels / u64::from(width)).min(600)).unwrap_or(600);
+                let height =
+                    u16::try_from((s.max_image_pixels / u64::from(width)).min(600)).unwrap_or(600);
                 Prepared::Image(images::progressive_jpeg_bomb(width, height, 64).into())
             }
             Case::JpegTruncated => Prepared::Image(images::truncated(&self.largest, 0.5).into()),
             Case::Burst => {
                 let [http, _] = self.clients().await?;
-                let cap = burst::capacity(&http, &s.classifier, self.images.clone(), 8, s.capacity_run).await?;
+                let cap =
+                    burst::capacity(&http, &s.classifier, self.images.clone(), 8, s.capacity_run)
+                        .await?;
                 Prepared::Capacity(cap)
             }
             _ => Prepared::Nothing,
         })
     }
 
-    async fn attack(&self, case: Case, prepared: Prepared, clients: &[Client; 2]) -> anyhow::Result<Attack> {
+    async fn attack(
+        &self,
+        case: Case,
+        prepared: Prepared,
+        clients: &[Client; 2],
+    ) -> anyhow::Result<Attack> {
         let s = &self.settings;
         let http: SocketAddr = loopback::ensure(&self.server.http_url)?;
         let grpc: SocketAddr = loopback::ensure(&self.server.grpc_url)?;
@@ -471,10 +519,22 @@ impl Suite {
                 t.describe()
             }
             (Case::SlowUploads, _) => {
-                let fates = sockets::slow_uploads(http, s.slow_uploads, self.smallest.clone(), s.slow_rate, s.hold).await;
+                let fates = sockets::slow_uploads(
+                    http,
+                    s.slow_uploads,
+                    self.smallest.clone(),
+                    s.slow_rate,
+                    s.hold,
+                )
+                .await;
                 let t = sockets::Tally::of(&fates);
                 server_errors(&t, &mut failures);
-                format!("{} B at {} B/s each; {}", self.smallest.len(), s.slow_rate, t.describe())
+                format!(
+                    "{} B at {} B/s each; {}",
+                    self.smallest.len(),
+                    s.slow_rate,
+                    t.describe()
+                )
             }
             (Case::IdleKeepAlive, _) => {
                 let t = sockets::Tally::of(&sockets::idle_keepalive(http, s.idle, s.hold).await);
@@ -525,11 +585,18 @@ impl Suite {
                     }
                 }
                 answers.sort();
-                let listed: Vec<String> = answers.iter().map(|(l, n)| format!("{l} x{n}")).collect();
+                let listed: Vec<String> =
+                    answers.iter().map(|(l, n)| format!("{l} x{n}")).collect();
                 if unexpected > 0 {
-                    failures.push(format!("{unexpected} answers other than 413 / OUT_OF_RANGE / RESOURCE_EXHAUSTED"));
+                    failures.push(format!(
+                        "{unexpected} answers other than 413 / OUT_OF_RANGE / RESOURCE_EXHAUSTED"
+                    ));
                 }
-                format!("{} bodies of {size} B (Content-Length, chunked, gRPC): {}", 3 * s.big_bodies, listed.join(", "))
+                format!(
+                    "{} bodies of {size} B (Content-Length, chunked, gRPC): {}",
+                    3 * s.big_bodies,
+                    listed.join(", ")
+                )
             }
             (Case::Burst, Prepared::Capacity(capacity)) => {
                 let b = burst::burst(
@@ -549,7 +616,10 @@ impl Suite {
                     ));
                 }
                 if b.not_sent > 0 {
-                    failures.push(format!("{} requests the generator could not send", b.not_sent));
+                    failures.push(format!(
+                        "{} requests the generator could not send",
+                        b.not_sent
+                    ));
                 }
                 if b.refused == 0 {
                     failures.push("nothing refused at 10x capacity".to_owned());
@@ -601,7 +671,7 @@ async fn serve_all_tasks(client: &Client, image: Bytes) -> anyhow::Result<()> {
 
 /// p50 / max of a probe summary, for tables.
 pub fn latency_cell(latency: &Samples) -> String {
-    if latency.len() == 0 {
+    if latency.is_empty() {
         return "-".to_owned();
     }
     format!("{:.0} / {:.0} ms", latency.p50(), latency.quantile(1.0))

@@ -73,14 +73,21 @@ impl Tally {
     }
 
     pub fn answered_with(&self, pred: impl Fn(u16) -> bool) -> usize {
-        self.answered.iter().filter(|(s, _)| pred(*s)).map(|(_, n)| n).sum()
+        self.answered
+            .iter()
+            .filter(|(s, _)| pred(*s))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// "5000: 0 refused, 4990 ended by the server (408 x4990; first 30.0 s, median 30.1 s, last 31.0 s),
     /// 10 still open at the end".
     pub fn describe(&self) -> String {
         let ended = self.ended_at.len();
-        let mut out = format!("{}: {} refused, {ended} ended by the server", self.total, self.refused);
+        let mut out = format!(
+            "{}: {} refused, {ended} ended by the server",
+            self.total, self.refused
+        );
         if ended > 0 {
             let statuses: Vec<String> = self
                 .answered
@@ -103,7 +110,13 @@ impl Tally {
 
 /// Opens `n` connections, the k-th `spread * k / n` after the start, each running `script` on its socket
 /// until `window` has passed since the start.
-async fn many<F, Fut>(addr: SocketAddr, n: usize, spread: Duration, window: Duration, script: F) -> Vec<Fate>
+async fn many<F, Fut>(
+    addr: SocketAddr,
+    n: usize,
+    spread: Duration,
+    window: Duration,
+    script: F,
+) -> Vec<Fate>
 where
     F: Fn(TcpStream, Instant) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Fate> + Send,
@@ -124,7 +137,11 @@ where
             };
             let stream = match connected {
                 Ok(Ok(s)) => s,
-                _ => return Fate::Refused { at: begin.elapsed() },
+                _ => {
+                    return Fate::Refused {
+                        at: begin.elapsed(),
+                    };
+                }
             };
             match tokio::time::timeout_at(end.into(), script(stream, begin)).await {
                 Ok(fate) => fate,
@@ -179,16 +196,24 @@ pub fn status_of(bytes: &[u8]) -> Option<u16> {
 
 /// `n` connections that each send the start of a request header and then nothing.
 pub async fn half_open(addr: SocketAddr, n: usize, window: Duration) -> Vec<Fate> {
-    many(addr, n, Duration::ZERO, window, |mut stream, begin| async move {
-        if stream
-            .write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .is_err()
-        {
-            return Fate::Closed { at: begin.elapsed() };
-        }
-        until_closed(stream, begin).await
-    })
+    many(
+        addr,
+        n,
+        Duration::ZERO,
+        window,
+        |mut stream, begin| async move {
+            if stream
+                .write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .is_err()
+            {
+                return Fate::Closed {
+                    at: begin.elapsed(),
+                };
+            }
+            until_closed(stream, begin).await
+        },
+    )
     .await
 }
 
@@ -253,32 +278,53 @@ pub async fn slow_uploads(
 /// `n` keep-alive connections that each get one answer to `GET /healthz` and then stay idle. A fate of
 /// `Answered` means the server closed after answering; a failed health check is `Answered` with its status.
 pub async fn idle_keepalive(addr: SocketAddr, n: usize, window: Duration) -> Vec<Fate> {
-    many(addr, n, Duration::ZERO, window, |mut stream, begin| async move {
-        if stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .is_err()
-        {
-            return Fate::Closed { at: begin.elapsed() };
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        // The answer is small: its status line arrives in the first read.
-        match stream.read(&mut buf).await {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => return Fate::Closed { at: begin.elapsed() },
-        }
-        match status_of(&got) {
-            Some(200) => {}
-            Some(status) => return Fate::Answered { at: begin.elapsed(), status },
-            None => return Fate::Closed { at: begin.elapsed() },
-        }
-        // Idle from here on: whatever ends the connection now is the server's idle policy.
-        match until_closed(stream, begin).await {
-            Fate::Answered { at, .. } | Fate::Closed { at } => Fate::Closed { at },
-            other => other,
-        }
-    })
+    many(
+        addr,
+        n,
+        Duration::ZERO,
+        window,
+        |mut stream, begin| async move {
+            if stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return Fate::Closed {
+                    at: begin.elapsed(),
+                };
+            }
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The answer is small: its status line arrives in the first read.
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => {
+                    return Fate::Closed {
+                        at: begin.elapsed(),
+                    };
+                }
+            }
+            match status_of(&got) {
+                Some(200) => {}
+                Some(status) => {
+                    return Fate::Answered {
+                        at: begin.elapsed(),
+                        status,
+                    };
+                }
+                None => {
+                    return Fate::Closed {
+                        at: begin.elapsed(),
+                    };
+                }
+            }
+            // Idle from here on: whatever ends the connection now is the server's idle policy.
+            match until_closed(stream, begin).await {
+                Fate::Answered { at, .. } | Fate::Closed { at } => Fate::Closed { at },
+                other => other,
+            }
+        },
+    )
     .await
 }
 
@@ -299,8 +345,14 @@ mod tests {
         let s = |ms| Duration::from_millis(ms);
         let t = Tally::of(&[
             Fate::Refused { at: s(1) },
-            Fate::Answered { at: s(30_000), status: 408 },
-            Fate::Answered { at: s(31_000), status: 408 },
+            Fate::Answered {
+                at: s(30_000),
+                status: 408,
+            },
+            Fate::Answered {
+                at: s(31_000),
+                status: 408,
+            },
             Fate::Closed { at: s(32_000) },
             Fate::Open,
         ]);

@@ -85,12 +85,17 @@ mod tests {
             &["# title".to_owned()],
             &[
                 result(Case::PngWide, vec![]),
-                result(Case::Burst, vec!["refusals p99 9.0 ms over 5 ms".to_owned()]),
+                result(
+                    Case::Burst,
+                    vec!["refusals p99 9.0 ms over 5 ms".to_owned()],
+                ),
             ],
             1000 << 20,
         );
         assert!(md.starts_with("# title\n\n| case |"));
-        assert!(md.contains("| png-wide | pass | 900 MiB (1000) | - (0) | 0 / 0 / 0 | a / b | 3 |"));
+        assert!(
+            md.contains("| png-wide | pass | 900 MiB (1000) | - (0) | 0 / 0 / 0 | a / b | 3 |")
+        );
         assert!(md.contains("| burst | **FAIL**: refusals p99 9.0 ms over 5 ms |"));
         assert!(md.ends_with("1 of 2 cases passed.\n"));
     }

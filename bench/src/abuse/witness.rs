@@ -70,8 +70,14 @@ pub fn during(
                 let call = async {
                     let s = Selector::default();
                     match task {
-                        0 => client.classify(image, &s, &ClassifyOptions::default()).await.map(drop),
-                        1 => client.detect(image, &s, &DetectOptions::default()).await.map(drop),
+                        0 => client
+                            .classify(image, &s, &ClassifyOptions::default())
+                            .await
+                            .map(drop),
+                        1 => client
+                            .detect(image, &s, &DetectOptions::default())
+                            .await
+                            .map(drop),
                         _ => client.segment(image, &s).await.map(drop),
                     }
                 };
@@ -110,7 +116,10 @@ mod tests {
         };
         w.record("a", Ok(()));
         w.record("b", Err(server(ServerStatus::Http(429))));
-        w.record("c", Err(server(ServerStatus::Grpc(tonic::Code::ResourceExhausted))));
+        w.record(
+            "c",
+            Err(server(ServerStatus::Grpc(tonic::Code::ResourceExhausted))),
+        );
         w.record("d", Err(server(ServerStatus::Http(500))));
         w.record(
             "e",

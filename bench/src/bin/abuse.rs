@@ -13,7 +13,10 @@ use mobilenet_bench::server::{self, Launch, Server};
 use mobilenet_bench::{machine, procfs};
 
 #[derive(Parser)]
-#[command(name = "mobilenet-abuse", about = "Hostile clients against mobilenet-serve (issue 14 part 6)")]
+#[command(
+    name = "mobilenet-abuse",
+    about = "Hostile clients against mobilenet-serve (issue 14 part 6)"
+)]
 struct Args {
     /// Cases to run, comma-separated, or `all`: png-wide, png-tall, png-16bit, jpeg-bomb, jpeg-truncated,
     /// half-open, slow-uploads, idle-keepalive, grpc-streams, big-bodies, burst.
@@ -32,7 +35,12 @@ struct Args {
     #[arg(long, default_value = "target/release/mobilenet-serve")]
     server_bin: PathBuf,
     /// Extra server flags, space-separated (e.g. shorter timeouts than the defaults).
-    #[arg(long, env = "ABUSE_SERVER_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "ABUSE_SERVER_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     server_args: Vec<String>,
     /// The memory bound is the server's RSS after warm-up plus this margin (docs/abuse.md says why 512).
     #[arg(long, env = "ABUSE_RSS_MARGIN_MIB", default_value_t = 512)]
@@ -137,13 +145,19 @@ fn main() -> anyhow::Result<()> {
         refusal_p99_goal: Duration::from_secs_f64(args.refusal_p99_ms / 1e3),
         classifier: models[0].clone(),
     };
-    let server_args = args.server_args.iter().filter(|a| !a.is_empty()).cloned().collect::<Vec<_>>();
+    let server_args = args
+        .server_args
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect::<Vec<_>>();
     let launch = Launch {
         binary: args.server_bin.clone(),
         repository: args.model_repository.clone(),
         models: models.clone(),
         extra: server_args.clone(),
-        log: std::env::temp_dir().join(format!("mobilenet-abuse-server-{}.log", std::process::id())),
+        log: std::env::temp_dir()
+            .join(format!("mobilenet-abuse-server-{}.log", std::process::id())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -195,7 +209,9 @@ fn main() -> anyhow::Result<()> {
     print!("{md}");
     std::fs::create_dir_all(&args.results_dir)
         .with_context(|| format!("creating {}", args.results_dir.display()))?;
-    let file = args.results_dir.join(format!("abuse-{}.md", machine::stamp_utc()));
+    let file = args
+        .results_dir
+        .join(format!("abuse-{}.md", machine::stamp_utc()));
     std::fs::write(&file, &md).with_context(|| format!("writing {}", file.display()))?;
     eprintln!("written to {}", file.display());
     if results.iter().any(|r| !r.failures.is_empty()) {

@@ -15,7 +15,10 @@ use mobilenet_bench::soak::{self, Mixer, report};
 use mobilenet_bench::{load, loopback, machine, procfs};
 
 #[derive(Parser)]
-#[command(name = "mobilenet-soak", about = "Minutes of steady load on mobilenet-serve (issue 14 part 7)")]
+#[command(
+    name = "mobilenet-soak",
+    about = "Minutes of steady load on mobilenet-serve (issue 14 part 7)"
+)]
 struct Args {
     /// How long the soak runs (after the capacity pre-run).
     #[arg(long, env = "SOAK_SECONDS", default_value_t = 600.0)]
@@ -46,7 +49,12 @@ struct Args {
     #[arg(long, default_value = "target/release/mobilenet-serve")]
     server_bin: PathBuf,
     /// Extra server flags, space-separated.
-    #[arg(long, env = "SOAK_SERVER_ARGS", value_delimiter = ' ', allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "SOAK_SERVER_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
     server_args: Vec<String>,
     /// Soak a running server instead (loopback only; its pid is needed for the RSS).
     #[arg(long, requires_all = ["grpc_url", "pid"])]
@@ -61,11 +69,22 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.seconds >= 10.0, "SOAK_SECONDS must be at least 10 (ten tenths of a second each is no trend)");
-    anyhow::ensure!(args.fraction > 0.0 && args.fraction <= 1.0, "SOAK_FRACTION must be in (0, 1]");
+    anyhow::ensure!(
+        args.seconds >= 10.0,
+        "SOAK_SECONDS must be at least 10 (ten tenths of a second each is no trend)"
+    );
+    anyhow::ensure!(
+        args.fraction > 0.0 && args.fraction <= 1.0,
+        "SOAK_FRACTION must be in (0, 1]"
+    );
     let machine = machine::describe();
     let images = Arc::new(load::read_jpegs(&args.images)?);
-    let server_args: Vec<String> = args.server_args.iter().filter(|a| !a.is_empty()).cloned().collect();
+    let server_args: Vec<String> = args
+        .server_args
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,7 +157,9 @@ fn main() -> anyhow::Result<()> {
     print!("{md}");
     std::fs::create_dir_all(&args.results_dir)
         .with_context(|| format!("creating {}", args.results_dir.display()))?;
-    let file = args.results_dir.join(format!("soak-{}.md", machine::stamp_utc()));
+    let file = args
+        .results_dir
+        .join(format!("soak-{}.md", machine::stamp_utc()));
     std::fs::write(&file, &md).with_context(|| format!("writing {}", file.display()))?;
     eprintln!("written to {}", file.display());
     if !failures.is_empty() {

@@ -45,7 +45,11 @@ pub struct Mixer {
 }
 
 impl Mixer {
-    pub async fn connect(http_url: &str, grpc_url: &str, images: Arc<Vec<Bytes>>) -> anyhow::Result<Mixer> {
+    pub async fn connect(
+        http_url: &str,
+        grpc_url: &str,
+        images: Arc<Vec<Bytes>>,
+    ) -> anyhow::Result<Mixer> {
         let mut grpc = Vec::new();
         for _ in 0..GRPC_CHANNELS {
             grpc.push(Client::connect(Protocol::Grpc, Some(grpc_url)).await?);
@@ -69,8 +73,14 @@ impl Mixer {
         async move {
             let s = Selector::default();
             let result = match task {
-                "classify" => client.classify(image, &s, &ClassifyOptions::default()).await.map(drop),
-                "detect" => client.detect(image, &s, &DetectOptions::default()).await.map(drop),
+                "classify" => client
+                    .classify(image, &s, &ClassifyOptions::default())
+                    .await
+                    .map(drop),
+                "detect" => client
+                    .detect(image, &s, &DetectOptions::default())
+                    .await
+                    .map(drop),
                 _ => client.segment(image, &s).await.map(drop),
             };
             result.map_err(|e| format!("{task} over {protocol}: {e}"))
@@ -79,7 +89,11 @@ impl Mixer {
 }
 
 /// Requests per second of the mix, closed loop at `concurrency`, answers counted after a 1 s warm-up.
-pub async fn capacity(mixer: &Mixer, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+pub async fn capacity(
+    mixer: &Mixer,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let begin = Instant::now() + Duration::from_secs(1);
     let end = begin + duration;
     let mut workers = tokio::task::JoinSet::new();

@@ -75,7 +75,7 @@ impl Figures {
                 }
             }
         }
-        f.error_kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        f.error_kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         f.tenths = tenths;
         (f.rss_warm, f.rss_end) = rss_ends(&soak.rss.samples, soak.duration);
         f
@@ -92,13 +92,17 @@ impl Figures {
         let mut out = Vec::new();
         let errors = self.errors + self.not_sent;
         if errors > 0 {
-            let first = self.error_kinds.first().map(|(k, _)| k.as_str()).unwrap_or("not sent");
+            let first = self
+                .error_kinds
+                .first()
+                .map(|(k, _)| k.as_str())
+                .unwrap_or("not sent");
             out.push(format!("{errors} errors (goal 0), most frequent: {first}"));
         }
         match self.drift_pct() {
-            Some(d) if d > drift_goal_pct => {
-                out.push(format!("RSS drift {d:+.1}% after warm-up (goal under {drift_goal_pct}%)"))
-            }
+            Some(d) if d > drift_goal_pct => out.push(format!(
+                "RSS drift {d:+.1}% after warm-up (goal under {drift_goal_pct}%)"
+            )),
             Some(_) => {}
             None => out.push("too few RSS samples for a drift".to_owned()),
         }
@@ -118,7 +122,10 @@ fn rss_ends(samples: &[(Duration, u64)], duration: Duration) -> (Option<u64>, Op
         v.sort_unstable();
         v.get(v.len() / 2).copied()
     };
-    (median_in(tenth, 2.0 * tenth), median_in(9.0 * tenth, 10.0 * tenth))
+    (
+        median_in(tenth, 2.0 * tenth),
+        median_in(9.0 * tenth, 10.0 * tenth),
+    )
 }
 
 /// The report: header lines, the summary, the per-tenth table and the verdict.
@@ -150,10 +157,14 @@ pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]
     ));
     out.push_str(&format!(
         "| RSS drift after warm-up | {} | under 5% |\n",
-        f.drift_pct().map_or("-".to_owned(), |d| format!("{d:+.1}%"))
+        f.drift_pct()
+            .map_or("-".to_owned(), |d| format!("{d:+.1}%"))
     ));
     let trend: Vec<String> = f.tenths.iter().map(|t| fmt_ms(t.latency.p99())).collect();
-    out.push_str(&format!("| p99 per tenth (ms) | {} |  |\n\n", trend.join(" → ")));
+    out.push_str(&format!(
+        "| p99 per tenth (ms) | {} |  |\n\n",
+        trend.join(" → ")
+    ));
     out.push_str("| tenth | from (s) | requests | errors | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|---|\n");
     for (i, t) in f.tenths.iter().enumerate() {
         out.push_str(&format!(
@@ -227,7 +238,15 @@ mod tests {
     #[test]
     fn drift_is_from_the_second_tenth_to_the_last() {
         // A big first tenth (warm-up) is ignored; 400 → 440 MiB is +10%.
-        let rss = vec![(2, 800), (12, 390), (15, 400), (18, 410), (92, 430), (95, 440), (99, 450)];
+        let rss = vec![
+            (2, 800),
+            (12, 390),
+            (15, 400),
+            (18, 410),
+            (92, 430),
+            (95, 440),
+            (99, 450),
+        ];
         let s = soak(vec![(1, Ok(()))], rss);
         let f = Figures::of(&s);
         assert_eq!((f.rss_warm, f.rss_end), (Some(400 * MIB), Some(440 * MIB)));
@@ -240,9 +259,15 @@ mod tests {
     fn every_error_counts_and_lands_in_its_tenth() {
         let records = vec![
             (5, Ok(())),
-            (15, Err("classify over HTTP: server answered HTTP 429".to_owned())),
+            (
+                15,
+                Err("classify over HTTP: server answered HTTP 429".to_owned()),
+            ),
             (55, Ok(())),
-            (99, Err("classify over HTTP: server answered HTTP 429".to_owned())),
+            (
+                99,
+                Err("classify over HTTP: server answered HTTP 429".to_owned()),
+            ),
         ];
         let s = soak(records, vec![(15, 400), (95, 400)]);
         let f = Figures::of(&s);
@@ -263,6 +288,9 @@ mod tests {
         let s = soak(vec![(1, Ok(()))], vec![]);
         let f = Figures::of(&s);
         assert_eq!(f.drift_pct(), None);
-        assert_eq!(f.failures(5.0), vec!["too few RSS samples for a drift".to_owned()]);
+        assert_eq!(
+            f.failures(5.0),
+            vec!["too few RSS samples for a drift".to_owned()]
+        );
     }
 }
