@@ -4,6 +4,8 @@
 #   make client-test   the client's tests against a real in-process server
 #   make loadtest      k6 load test (SCENARIO=constant|ramping|spike, DURATION=s); report in loadtest/results/
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
+#   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
+#   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -72,6 +74,24 @@ bench: models
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
 		--images $(TEST_IMAGES) $(BENCH_ARGS)
+
+# --- hostile clients and soak (issue 14; method in docs/abuse.md) -----------------------------------------------
+# Both start their own release server on free loopback ports, write a markdown report to bench/results/
+# (gitignored) and exit 1 when a goal is missed. Their knobs are environment variables (ABUSE_*, SOAK_*; see
+# `mobilenet-abuse --help`, `mobilenet-soak --help`).
+.PHONY: abuse soak
+ABUSE_ARGS ?=
+abuse: models
+	cargo build --release -p mobilenet-serve -p mobilenet-bench
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-abuse --model-repository $(MODEL_REPOSITORY) \
+		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve --images $(TEST_IMAGES) $(ABUSE_ARGS)
+
+SOAK_SECONDS ?= 600
+export SOAK_SECONDS
+soak: models
+	cargo build --release -p mobilenet-serve -p mobilenet-bench
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-soak --model-repository $(MODEL_REPOSITORY) \
+		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve --images $(TEST_IMAGES)
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
 #   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)

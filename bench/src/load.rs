@@ -2,9 +2,11 @@
 //! soon as the previous answer arrives, so the server is kept saturated without an unbounded backlog.
 //! Only requests that complete inside the measured window (after a warm-up) count.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use mobilenet_client::{ClassifyOptions, Client, DetectOptions, Selector};
 use mobilenet_serve::repository::Task;
@@ -106,4 +108,26 @@ pub async fn closed_loop(
     }
     run.images_per_s = run.latency.len() as f64 / duration.as_secs_f64();
     run
+}
+
+/// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).
+pub fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Bytes>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+        })
+        .collect();
+    paths.sort();
+    anyhow::ensure!(!paths.is_empty(), "no JPEG images in {}", dir.display());
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(Bytes::from)
+                .with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ pub fn describe() -> String {
 }
 
 /// `YYYY-MM-DD HH:MM` from the system clock (civil-from-days, so no date crate is needed for one line).
-fn now_utc() -> String {
+pub fn now_utc() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -45,6 +45,12 @@ fn now_utc() -> String {
     )
 }
 
+/// `YYYYMMDDTHHMMZ`: the time as a file-name stamp for the tools' result files.
+pub fn stamp_utc() -> String {
+    let t = now_utc();
+    format!("{}T{}Z", t[..10].replace('-', ""), t[11..].replace(':', ""))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -52,5 +58,11 @@ mod tests {
         let s = super::now_utc();
         assert_eq!(s.len(), 16, "{s}");
         assert!(s.starts_with("20"), "{s}");
+        let stamp = super::stamp_utc();
+        assert_eq!(stamp.len(), 14, "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T',
+            "{stamp}"
+        );
     }
 }

@@ -16,14 +16,9 @@
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
 //! flags from which the bare pipeline takes its intra-op threads. Prints a markdown report ([`report`]).
 
-mod bare;
-mod load;
-mod machine;
-mod report;
-mod server;
-mod stats;
+use mobilenet_bench::{bare, load, machine, report, server};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +30,7 @@ use mobilenet_serve::config::{Config, ModelKnobs};
 use mobilenet_serve::engine;
 use mobilenet_serve::repository::{Repository, Task};
 
-use crate::report::{ModelReport, ServerRun};
+use mobilenet_bench::report::{ModelReport, ServerRun};
 
 #[derive(Parser)]
 #[command(
@@ -101,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Taken before any work, so that the load average shows what else was running.
     let machine = machine::describe();
-    let images = Arc::new(read_jpegs(&args.images)?);
+    let images = Arc::new(load::read_jpegs(&args.images)?);
     let repository = Repository::load(&args.model_repository, &args.models).with_context(|| {
         format!(
             "model repository {} (run `make models`)",
@@ -336,26 +331,4 @@ async fn measure_server(
         run,
         mean_batch,
     }
-}
-
-/// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).
-fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Bytes>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
-        })
-        .collect();
-    paths.sort();
-    anyhow::ensure!(!paths.is_empty(), "no JPEG images in {}", dir.display());
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::read(p)
-                .map(Bytes::from)
-                .with_context(|| format!("reading {}", p.display()))
-        })
-        .collect()
 }

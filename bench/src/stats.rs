@@ -20,6 +20,10 @@ impl Samples {
         self.ms.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.ms.is_empty()
+    }
+
     /// The `q`-quantile in milliseconds (nearest rank), or NaN without samples.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.ms.is_empty() {
