@@ -23,6 +23,8 @@ pub const REJECTED_TOTAL: &str = "mobilenet_rejected_total";
 pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";
 /// Always 1, labelled with each loaded variant's attributes and knobs.
 pub const MODEL_INFO: &str = "mobilenet_model_info";
+/// Probes sent to failing models, by `model` and `outcome` (ok, or the error kind).
+pub const HEALTH_PROBES_TOTAL: &str = "mobilenet_health_probes_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -83,6 +85,10 @@ fn describe() {
         "Admitted requests dropped before inference, by reason"
     );
     describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
+    describe_counter!(
+        HEALTH_PROBES_TOTAL,
+        "Probes sent to failing models, by outcome"
+    );
 }
 
 /// The phase timings of one served request.
@@ -143,6 +149,10 @@ pub fn record_rejected(model: &str, reason: &'static str) {
 
 pub fn record_dropped(model: &str, reason: &'static str, count: u64) {
     counter!(DROPPED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(count);
+}
+
+pub fn record_probe(model: &str, outcome: &'static str) {
+    counter!(HEALTH_PROBES_TOTAL, "model" => model.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// Publishes a loaded model: its info series, and its counters at zero so that dashboards and alerts see

@@ -1,0 +1,295 @@
+//! The server's reports about itself tell the truth: a model stuck in a batch, or whose batches keep failing,
+//! makes `/readyz` 503 and gRPC health NOT_SERVING, naming it, while the other models serve on, until it
+//! recovers.
+//!
+//! The faulty model is a real ONNX graph, `data/faulty.onnx` (written by `data/faulty_model.py`), served from
+//! a repository this test builds, next to a real classifier. The server runs it like any model: ONNX Runtime
+//! fails the run for a white image (a Gather out of bounds) and loops for seconds on a grey one. Nothing in
+//! the server can be told to fail, so what is tested is the path a real ONNX Runtime error or hang takes.
+mod common;
+
+use std::{
+    path::PathBuf,
+    sync::{Mutex, MutexGuard, OnceLock},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::{Value, json};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const FAULTY: &str = "faulty";
+const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
+const WATCHDOG: Duration = Duration::from_secs(1);
+const FAILED_BATCHES: u32 = 2;
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// The grey level whose run holds the faulty model's thread: about 10 s on the 2-core build machine
+/// (`faulty_model.py`), well past the watchdog; the test measures it.
+const STUCK_LEVEL: u8 = 200;
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let watchdog = WATCHDOG.as_secs().to_string();
+        let failed = FAILED_BATCHES.to_string();
+        let probe = PROBE_EVERY.as_secs().to_string();
+        start_in(
+            &faulty_repository(),
+            &[FAULTY, CLASSIFIER],
+            &[
+                "--model-watchdog-secs",
+                &watchdog,
+                "--unhealthy-after-failed-batches",
+                &failed,
+                "--failing-model-probe-secs",
+                &probe,
+            ],
+        )
+    })
+}
+
+/// The tests change the health of one shared server: one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A repository of the faulty model and a link to the real classifier, in a fresh temporary folder.
+fn faulty_repository() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mobilenet-health-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let faulty = dir.join(FAULTY);
+    std::fs::create_dir_all(&faulty).unwrap();
+    let graph = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/faulty.onnx");
+    std::fs::copy(&graph, faulty.join("model.onnx")).unwrap();
+    std::fs::write(faulty.join("labels.txt"), "zero\none\ntwo\n").unwrap();
+    let config = json!({
+        "name": FAULTY,
+        "task": "classification",
+        "model_file": "model.onnx",
+        "labels_file": "labels.txt",
+        "attributes": {"width": 1.0, "resolution": 16, "precision": "uint8"},
+        "input": {"name": "image", "layout": "NHWC", "dtype": "uint8", "height": 16, "width": 16,
+                  "resize": "stretch"},
+        "output": {"kind": "classification", "scores": "scores", "activation": "none",
+                   "background_index": null},
+    });
+    std::fs::write(faulty.join("config.json"), config.to_string()).unwrap();
+    std::os::unix::fs::symlink(repository().join(CLASSIFIER), dir.join(CLASSIFIER)).unwrap();
+    let index = json!({
+        "format": 1,
+        "variants": [FAULTY, CLASSIFIER],
+        "defaults": {"classification": CLASSIFIER},
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    dir
+}
+
+/// A 16 x 16 PNG of one grey level: 255 fails the faulty model, 0 is instant, others loop.
+fn grey(level: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(16, 16, image::Rgb([level; 3]));
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+async fn classify(model: &str, image: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server().url(&format!("/v1/classify?model={model}")))
+        .multipart(form(image, "image.png"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn readyz() -> (u16, Value) {
+    let r = reqwest::get(server().url("/readyz")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Polls `/readyz` until it answers `status`, for at most `within`; its body then.
+async fn readyz_becomes(status: u16, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, body) = readyz().await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {got} {body} after {within:?}, expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn grpc_health(service: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(server().grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    let status = client.check(request).await.unwrap().into_inner().status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+/// Polls both gRPC health services that speak for the models until they say `status` (the server updates
+/// them once a second).
+async fn grpc_health_becomes(status: ServingStatus, within: Duration) {
+    let deadline = Instant::now() + within;
+    for service in ["mobilenet.v1.Inference", ""] {
+        loop {
+            let got = grpc_health(service).await;
+            if got == status {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gRPC health of {service:?} still {got:?} after {within:?}, expected {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Each test starts from a healthy server, whatever the one before left running.
+async fn healthy() {
+    readyz_becomes(200, Duration::from_secs(120)).await;
+    grpc_health_becomes(ServingStatus::Serving, Duration::from_secs(5)).await;
+}
+
+fn assert_names_only_faulty(body: &Value, reason: &str) {
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    let models = body["models"].as_array().expect("a list of models");
+    assert_eq!(models.len(), 1, "{body}");
+    assert_eq!(models[0]["model"], FAULTY, "{body}");
+    assert_eq!(models[0]["reason"], reason, "{body}");
+    assert!(!models[0]["detail"].as_str().unwrap().is_empty(), "{body}");
+}
+
+/// The real classifier answers while the faulty model is unhealthy.
+async fn other_model_serves() {
+    let r = classify(CLASSIFIER, image("parrot.jpg")).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["model"], CLASSIFIER);
+    assert!(!body["classes"].as_array().unwrap().is_empty(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_model_is_unhealthy_until_its_batch_ends() {
+    let _serial = serial();
+    healthy().await;
+    let sent = Instant::now();
+    let stuck = tokio::spawn(classify(FAULTY, grey(STUCK_LEVEL)));
+
+    let body = readyz_becomes(503, Duration::from_secs(30)).await;
+    let reported_after = sent.elapsed();
+    assert!(
+        !stuck.is_finished(),
+        "the batch ended before the hang was reported"
+    );
+    assert!(
+        reported_after > WATCHDOG,
+        "reported after {reported_after:?}, before the watchdog"
+    );
+    assert_names_only_faulty(&body, "stuck");
+    grpc_health_becomes(ServingStatus::NotServing, Duration::from_secs(5)).await;
+    other_model_serves().await;
+    assert!(
+        !stuck.is_finished(),
+        "the batch ended before the checks during the hang were done; raise STUCK_LEVEL"
+    );
+    let unhealthy_seen = sent.elapsed();
+
+    let answer = stuck.await.unwrap();
+    let ran = sent.elapsed();
+    assert_eq!(answer.status(), 200, "the slow batch is still answered");
+    readyz_becomes(200, Duration::from_secs(5)).await;
+    grpc_health_becomes(ServingStatus::Serving, Duration::from_secs(5)).await;
+    eprintln!(
+        "stuck batch: answered after {ran:.1?}; /readyz 503 after {reported_after:.1?} (watchdog {WATCHDOG:?}); \
+         gRPC NOT_SERVING and the other model checked by {unhealthy_seen:.1?}; recovered by {:.1?}",
+        sent.elapsed()
+    );
+}
+
+/// Sends the faulty model a white image, which ONNX Runtime fails on.
+async fn fail() {
+    let r = classify(FAULTY, grey(255)).await;
+    assert_eq!(r.status(), 500, "an ONNX Runtime error fails the request");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["kind"], "internal", "{body}");
+}
+
+/// Probes of the faulty model that succeeded so far (the series appears with the first probe).
+async fn probes_ok() -> f64 {
+    let page = server().metrics().await;
+    page.lines()
+        .find(|l| {
+            l.starts_with("mobilenet_health_probes_total{")
+                && l.contains(&format!("model=\"{FAULTY}\""))
+                && l.contains("outcome=\"ok\"")
+        })
+        .map_or(0.0, |l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_is_unhealthy_until_a_batch_succeeds() {
+    let _serial = serial();
+    healthy().await;
+    let probes = probes_ok().await;
+    fail().await;
+    // The model thread records the batch right after answering it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        readyz().await.0,
+        200,
+        "one failed batch is below the threshold"
+    );
+    fail().await;
+    let body = readyz_becomes(503, Duration::from_secs(5)).await;
+    assert_names_only_faulty(&body, "failing");
+    grpc_health_becomes(ServingStatus::NotServing, Duration::from_secs(5)).await;
+    other_model_serves().await;
+
+    let r = classify(FAULTY, grey(0)).await;
+    assert_eq!(r.status(), 200, "the faulty model runs a black image");
+    readyz_becomes(200, Duration::from_secs(5)).await;
+    grpc_health_becomes(ServingStatus::Serving, Duration::from_secs(5)).await;
+    assert_eq!(
+        probes_ok().await,
+        probes,
+        "the request recovered it, not a probe"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_without_traffic_recovers_through_a_probe() {
+    let _serial = serial();
+    healthy().await;
+    let probes = probes_ok().await;
+    fail().await;
+    fail().await;
+    let failed = Instant::now();
+    assert_names_only_faulty(
+        &readyz_becomes(503, Duration::from_secs(5)).await,
+        "failing",
+    );
+    // No request reaches the model from here on: only the probe, the zeroed image it warmed up with.
+    readyz_becomes(200, PROBE_EVERY + Duration::from_secs(10)).await;
+    let recovered = failed.elapsed();
+    assert!(
+        // Less a margin for the model thread recording the failure just before the client heard of it.
+        recovered >= PROBE_EVERY - Duration::from_millis(100),
+        "recovered after {recovered:?}, before a probe was due"
+    );
+    assert_eq!(probes_ok().await, probes + 1.0);
+    grpc_health_becomes(ServingStatus::Serving, Duration::from_secs(5)).await;
+    eprintln!("failing model probed and recovered {recovered:.1?} after its last failure");
+}
