@@ -17,7 +17,8 @@
 //!
 //! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
 //! memory-sized ones from [`memory`]), [`repository`] (the
-//! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining),
+//! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
+//! [`shutdown`] (signals and draining),
 //! [`sched`] (the CPU scheduling policy of the server's threads), [`health`] (whether each model still
 //! serves, for `/readyz` and gRPC health).
 pub mod batching;
@@ -33,6 +34,7 @@ pub mod memory;
 pub mod metrics;
 pub mod options;
 pub mod postprocess;
+pub mod process;
 pub mod repository;
 pub mod routing;
 pub mod sched;

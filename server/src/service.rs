@@ -147,6 +147,7 @@ impl Service {
     /// Serves one request and records it in the metrics, whatever the outcome.
     pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
+        let _in_flight = metrics::InFlight::start(request.protocol.as_str());
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
