@@ -4,7 +4,8 @@
 //!
 //! [`Tracker`] is the pure rule (no clock, no lock, unit tested below); [`ModelHealth`] is the shared handle
 //! the model threads feed. Readers judge at the time they ask, so a hang shows while the thread is still stuck:
-//! `/readyz` checks on each request, and [`report_grpc`] checks on a ticker for gRPC health watchers.
+//! `/readyz` checks on each request, and [`watch`] checks on a ticker for gRPC health watchers, and sends a
+//! failing model the probes that let it show it recovered.
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
