@@ -25,7 +25,7 @@ use anyhow::anyhow;
 use bytes::Bytes;
 use mobilenet_serve::config::ModelKnobs;
 use mobilenet_serve::engine::instance;
-use mobilenet_serve::imaging::{self, InputData, Prepared};
+use mobilenet_serve::imaging::{self, ImageLimits, InputData, Prepared};
 use mobilenet_serve::options;
 use mobilenet_serve::postprocess::{self, Decoded, TaskOptions, segment};
 use mobilenet_serve::repository::{Task, Variant};
@@ -42,7 +42,7 @@ pub struct Bare {
     /// The server's solo session, when it has one.
     solo: Option<Session>,
     options: TaskOptions,
-    max_pixels: u64,
+    image_limits: ImageLimits,
     scheduling: CpuScheduling,
 }
 
@@ -70,7 +70,7 @@ impl Bare {
         env: &Environment,
         variant: Variant,
         knobs: &ModelKnobs,
-        max_pixels: u64,
+        image_limits: ImageLimits,
         scheduling: CpuScheduling,
     ) -> anyhow::Result<Bare> {
         // ONNX Runtime creates a session's intra-op threads when it is built; they inherit the policy.
@@ -95,7 +95,7 @@ impl Bare {
             sessions,
             solo,
             options,
-            max_pixels,
+            image_limits,
             scheduling,
         })
     }
@@ -137,10 +137,10 @@ impl Bare {
     }
 
     fn prepare(&self, bytes: &[u8]) -> anyhow::Result<Prepared> {
-        Ok(imaging::prepare(
+        Ok(imaging::prepare_checked(
             bytes,
             &self.variant.config.input,
-            self.max_pixels,
+            &self.image_limits,
         )?)
     }
 
@@ -210,7 +210,7 @@ impl Bare {
             anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
             let stop = AtomicBool::new(false);
             let next = AtomicUsize::new(0);
-            let (variant, options, max_pixels) = (&*self.variant, self.options, self.max_pixels);
+            let (variant, options, limits) = (&*self.variant, self.options, self.image_limits);
             let runners = sessions.len();
             // Room for the batches being formed and the next one: decoding stays ahead without piling up.
             let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Prepared>>(
@@ -219,7 +219,7 @@ impl Bare {
             let rx = Mutex::new(rx);
             let live_decoders = AtomicUsize::new(decoders);
             let prepare = |i: usize| {
-                imaging::prepare(&images[i % images.len()], &variant.config.input, max_pixels)
+                imaging::prepare_checked(&images[i % images.len()], &variant.config.input, &limits)
                     .map_err(anyhow::Error::from)
             };
             // Each runner takes a whole batch under the lock, as a server instance takes a closed batch.

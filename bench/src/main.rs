@@ -248,7 +248,7 @@ fn open_bare(
         env,
         variant,
         &knobs,
-        config.max_image_pixels,
+        config.image_limits(),
         config.cpu_scheduling,
     )?;
     Ok((pipeline, knobs))

@@ -564,7 +564,6 @@ mod tests {
             intra_op_threads: 1,
             solo_intra_op_threads: 2,
             decode_in_model_thread: true,
-            max_image_pixels: 1,
         };
         let sequential = vec![run(Layout::Solo, 1, 100.0)];
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);

@@ -110,6 +110,29 @@ pub struct Config {
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
 
+    /// Longest side accepted, in pixels. Within the pixel limit, a very long side still costs memory in the
+    /// resize (its buffers scale with the source side times the target side).
+    #[arg(long, env = "MAX_IMAGE_SIDE", default_value_t = 32_768)]
+    pub max_image_side: u32,
+
+    /// Largest ratio of the longer side to the shorter. A 1:39,000,000 strip is a memory attack, not a photo;
+    /// 32:1 admits every panorama format in use.
+    #[arg(long, env = "MAX_IMAGE_ASPECT_RATIO", default_value_t = 32)]
+    pub max_image_aspect_ratio: u32,
+
+    /// Largest estimated memory (MiB) to decode and resize one image, estimated from its header before
+    /// anything is allocated. The default admits a 40 MP photo in every format (a 16-bit RGBA PNG is the
+    /// worst at about 450 MiB). Capped by the decode memory budget.
+    #[arg(long, env = "MAX_IMAGE_MEMORY_MIB", default_value_t = 512)]
+    pub max_image_memory_mib: u64,
+
+    /// Decode memory (MiB) shared by every image being decoded at once, on the decode pool and on the model
+    /// threads: an image waits (within its deadline) until its estimate fits. Default: a quarter of the
+    /// memory this process may use (its cgroup limit, else the machine's), so that a burst of large images
+    /// cannot take the process past its limit.
+    #[arg(long, env = "DECODE_MEMORY_BUDGET_MIB")]
+    pub decode_memory_budget_mib: Option<u64>,
+
     /// Largest request body in bytes (HTTP and gRPC messages).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -133,6 +156,69 @@ pub struct Config {
     /// image that makes a model fail would keep it out of rotation. 0 turns probes off.
     #[arg(long, env = "FAILING_MODEL_PROBE_SECS", default_value_t = 10)]
     pub failing_model_probe_secs: u64,
+
+    /// Bytes of request bodies the process buffers at once, over both transports. A request that would go
+    /// past it is refused with 429 / RESOURCE_EXHAUSTED before its body is read in full (up front when it
+    /// declares a Content-Length), and its bytes count until its answer is produced. Default: a quarter of
+    /// the memory this process may use (cgroup limit, else RAM), leaving the rest to the models, decoding
+    /// and the runtime. At least `--max-body-bytes`, so any admissible body can be admitted when idle.
+    #[arg(long, env = "BODY_BUDGET_BYTES")]
+    pub body_budget_bytes: Option<u64>,
+
+    /// Time (ms) a request body may take to arrive in full, from its request head, on both transports
+    /// (408 / DEADLINE_EXCEEDED after it): a client trickling bytes cannot hold a connection and a buffer for
+    /// minutes. nginx's `client_body_timeout` value, counted over the whole body rather than between reads.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Time (ms) a request head may take to arrive, from the connection opening or the first byte of the
+    /// next request; for gRPC, the time until the HTTP/2 preface arrives. Closes slowloris connections that
+    /// send half a header, or nothing. nginx's `client_header_timeout` (60 s).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 60_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// Time (ms) an HTTP connection may stay idle between requests before it is closed. nginx's
+    /// `keepalive_timeout` (75 s): longer than the 60 s idle timeout of common load balancers, so that they
+    /// close first and never send a request on a connection we are closing.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_MS", default_value_t = 75_000)]
+    pub keep_alive_timeout_ms: u64,
+
+    /// Open connections per listener (HTTP and gRPC each). Beyond it, new connections wait in the kernel's
+    /// listen backlog until one closes. Bounds file descriptors and per-connection memory; the process
+    /// needs `ulimit -n` of at least twice this plus a few hundred.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u32,
+
+    /// Idle time (s) before the kernel probes a silent peer with TCP keepalive, on both listeners, so a
+    /// client that vanished without closing does not hold its connection forever. 0 turns it off. Go
+    /// net/http's default (15 s).
+    #[arg(long, env = "TCP_KEEPALIVE_SECS", default_value_t = 15)]
+    pub tcp_keepalive_secs: u64,
+
+    /// Concurrent gRPC streams (requests) per connection; one connection cannot open 10,000 at once.
+    /// nginx's `http2_max_concurrent_streams` (128).
+    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Interval (s) of HTTP/2 keepalive pings on gRPC connections; a peer that does not answer one within
+    /// `--grpc-keepalive-timeout-secs` is disconnected. 0 turns pings off. gRPC's server default (2 h).
+    #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL_SECS", default_value_t = 7200)]
+    pub grpc_keepalive_interval_secs: u64,
+
+    /// How long (s) to wait for the answer to an HTTP/2 keepalive ping. gRPC's default (20 s).
+    #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20)]
+    pub grpc_keepalive_timeout_secs: u64,
+
+    /// Age (s) after which a gRPC connection is asked to close (GOAWAY; clients reconnect), which also
+    /// bounds how long an idle one holds its slot: tonic has no idle timeout. 0: no limit, gRPC's default.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECS", default_value_t = 0)]
+    pub grpc_max_connection_age_secs: u64,
+
+    /// Deadline (ms) of a request that sets none (`x-request-timeout-ms` over HTTP, `grpc-timeout` over
+    /// gRPC), from when the service takes it: the answer is then 504 / DEADLINE_EXCEEDED, and a request
+    /// still queued is dropped. 0: no default deadline. Envoy's default route timeout (15 s).
+    #[arg(long, env = "DEFAULT_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    pub default_request_timeout_ms: u64,
 
     /// After SIGTERM/SIGINT, how long (s) to keep answering accepted requests before exiting anyway.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 30)]
@@ -164,8 +250,6 @@ pub struct ModelKnobs {
     /// core's worth of work, the image is decoded on the core that runs it, and each request saves the two
     /// thread hand-offs to and from the pool. A wider session would leave its other cores idle meanwhile.
     pub decode_in_model_thread: bool,
-    /// The decompression-bomb limit (`--max-image-pixels`), for the images the model threads decode.
-    pub max_image_pixels: u64,
 }
 
 impl Config {
@@ -181,10 +265,59 @@ impl Config {
         }
     }
 
+    /// `--body-budget-bytes`, else a quarter of the memory available; never below `--max-body-bytes`.
+    pub fn body_budget_bytes(&self) -> u64 {
+        self.body_budget_bytes
+            .unwrap_or_else(|| crate::memory::available() / 4)
+            .max(self.max_body_bytes as u64)
+    }
+
+    /// `None` where the flag is 0.
+    fn optional(value: u64, unit: fn(u64) -> Duration) -> Option<Duration> {
+        (value > 0).then(|| unit(value))
+    }
+
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        Config::optional(self.tcp_keepalive_secs, Duration::from_secs)
+    }
+
+    pub fn grpc_keepalive_interval(&self) -> Option<Duration> {
+        Config::optional(self.grpc_keepalive_interval_secs, Duration::from_secs)
+    }
+
+    pub fn grpc_max_connection_age(&self) -> Option<Duration> {
+        Config::optional(self.grpc_max_connection_age_secs, Duration::from_secs)
+    }
+
+    pub fn default_request_timeout(&self) -> Option<Duration> {
+        Config::optional(self.default_request_timeout_ms, Duration::from_millis)
+    }
+
     pub fn decode_threads(&self) -> usize {
         self.decode_threads
             .unwrap_or_else(crate::cpus::available)
             .max(1)
+    }
+
+    /// Bytes of the decode memory budget.
+    pub fn decode_budget_bytes(&self) -> u64 {
+        self.decode_memory_budget_mib.map_or_else(
+            || crate::memory::available() / 4,
+            |mib| mib.saturating_mul(1 << 20),
+        )
+    }
+
+    /// The per-image limits; no image may need more memory than the whole decode budget.
+    pub fn image_limits(&self) -> crate::imaging::ImageLimits {
+        crate::imaging::ImageLimits {
+            max_pixels: self.max_image_pixels,
+            max_side: self.max_image_side,
+            max_aspect_ratio: self.max_image_aspect_ratio,
+            max_memory_bytes: self
+                .max_image_memory_mib
+                .saturating_mul(1 << 20)
+                .min(self.decode_budget_bytes()),
+        }
     }
 
     /// The knobs for `variant`: its overrides, else the global flags, else the repository's `hints` for it,
@@ -204,7 +337,6 @@ impl Config {
             intra_op_threads: 1,
             solo_intra_op_threads: 0,
             decode_in_model_thread: false,
-            max_image_pixels: self.max_image_pixels,
         };
         for spec in &self.model_override {
             let Some((name, settings)) = spec.split_once(':') else {
@@ -382,7 +514,30 @@ mod tests {
             !overridden.decode_in_model_thread,
             "an override beats the default"
         );
-        assert_eq!(overridden.max_image_pixels, 40_000_000);
+    }
+
+    #[test]
+    fn no_image_may_need_more_than_the_decode_budget() {
+        let limits = |args: &[&str]| {
+            Config::parse_from(std::iter::once("x").chain(args.iter().copied())).image_limits()
+        };
+        assert_eq!(
+            limits(&["--decode-memory-budget-mib", "4096"]).max_memory_bytes,
+            512 << 20
+        );
+        assert_eq!(
+            limits(&["--decode-memory-budget-mib", "100"]).max_memory_bytes,
+            100 << 20
+        );
+        let defaults = limits(&[]);
+        assert_eq!(
+            (
+                defaults.max_pixels,
+                defaults.max_side,
+                defaults.max_aspect_ratio
+            ),
+            (40_000_000, 32_768, 32)
+        );
     }
 
     #[test]

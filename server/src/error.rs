@@ -26,6 +26,12 @@ pub enum Error {
     InvalidImage(String),
     #[error("the image has {pixels} pixels, over the limit of {limit}")]
     ImageTooLarge { pixels: u64, limit: u64 },
+    #[error("the image's shape is refused: {0}")]
+    ImageShape(String),
+    #[error("{}", image_memory_message(*.bytes, *.limit))]
+    ImageMemory { bytes: Option<u64>, limit: u64 },
+    #[error("the server is short of memory for this image; retry shortly")]
+    InsufficientMemory,
     #[error("the request body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("malformed request: {0}")]
@@ -46,6 +52,12 @@ pub enum Error {
     QueueFull { model: String },
     #[error("the request deadline passed before it could be served")]
     DeadlineExceeded,
+    #[error(
+        "the server is buffering its limit of request bodies ({budget_bytes} bytes); retry shortly"
+    )]
+    BodyBudgetFull { budget_bytes: u64 },
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    BodyTimeout { timeout_ms: u64 },
     #[error("the models are still loading; retry shortly")]
     NotReady,
     #[error(
@@ -95,6 +107,23 @@ impl Error {
                 C::InvalidArgument,
                 "image_too_large",
             ),
+            // 422: the image is well formed, but its shape is not one the server decodes.
+            Error::ImageShape(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                C::InvalidArgument,
+                "image_shape",
+            ),
+            Error::ImageMemory { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                C::InvalidArgument,
+                "image_memory",
+            ),
+            // Transient: the allocator refused a buffer the limits allowed; the same image may pass later.
+            Error::InsufficientMemory => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                C::Unavailable,
+                "insufficient_memory",
+            ),
             // OUT_OF_RANGE is what tonic itself answers for a message over `max_decoding_message_size`, so
             // an oversized body gets the same code whichever layer notices it.
             Error::BodyTooLarge { .. } => (
@@ -118,6 +147,16 @@ impl Error {
                 StatusCode::GATEWAY_TIMEOUT,
                 C::DeadlineExceeded,
                 "deadline_exceeded",
+            ),
+            Error::BodyBudgetFull { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::ResourceExhausted,
+                "body_budget_full",
+            ),
+            Error::BodyTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                C::DeadlineExceeded,
+                "body_timeout",
             ),
             Error::NotReady => (StatusCode::SERVICE_UNAVAILABLE, C::Unavailable, "not_ready"),
             Error::UnknownRoute { .. } => {
@@ -162,6 +201,21 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> tonic::Status {
         let parts = error.parts();
         tonic::Status::new(parts.code, error.client_message())
+    }
+}
+
+fn image_memory_message(bytes: Option<u64>, limit: u64) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    match bytes {
+        Some(bytes) => format!(
+            "decoding and resizing this image needs an estimated {:.0} MiB, over the per-image limit of {:.0} MiB",
+            mib(bytes),
+            mib(limit)
+        ),
+        None => format!(
+            "the decoder needs more than the per-image limit of {:.0} MiB",
+            mib(limit)
+        ),
     }
 }
 

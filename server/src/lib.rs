@@ -15,7 +15,8 @@
 //! - [`engine`]: one std thread per ONNX Runtime session; builds the batch tensor, runs it and decodes
 //!   each request's outputs with [`postprocess`] (top-k, SSD boxes + NMS, segmentation masks).
 //!
-//! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
+//! Around it: [`net`] (the connection cap, header/body/keep-alive timers and request-body byte admission
+//! in front of both transports), [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
 //! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
 //! [`shutdown`] (signals and draining),
@@ -32,6 +33,7 @@ pub mod http;
 pub mod imaging;
 pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod options;
 pub mod postprocess;
 pub mod process;
@@ -41,15 +43,17 @@ pub mod sched;
 pub mod service;
 pub mod shutdown;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tower_layer::Layer;
 
 use crate::{
     config::Config,
     engine::Model,
     grpc::{GrpcService, InferenceServer},
+    net::{accept::Acceptor, body::BodyLimits, phase::Timeouts},
     repository::{Repository, Task},
     routing::Router,
     service::Service,
@@ -83,10 +87,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = metrics::install();
-    let service = Arc::new(Service::new(
-        config.decode_threads(),
-        config.max_image_pixels,
-    ));
+    let service = Arc::new(
+        Service::new(
+            config.decode_threads(),
+            config.image_limits(),
+            imaging::DecodeBudget::new(config.decode_budget_bytes()),
+        )
+        .with_default_timeout(config.default_request_timeout()),
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health::set_grpc_status(&health, tonic_health::ServingStatus::NotServing).await;
     let drain = Drain::default();
@@ -101,39 +109,61 @@ pub async fn run(
         }
     });
 
+    // One budget of buffered request-body bytes and one body read timeout for both transports.
+    let body_limits = BodyLimits::new(
+        config.body_budget_bytes(),
+        Duration::from_millis(config.body_read_timeout_ms),
+        config.max_body_bytes as u64,
+    );
     let app = http::app(http::AppState {
         service: service.clone(),
         metrics,
         max_body_bytes: config.max_body_bytes,
-    });
-    // TCP_NODELAY on every connection: answers are small writes that Nagle's algorithm would hold back
-    // until the client's delayed ACK (~40 ms), which would dominate the latency of a one-image request.
-    let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(drain.wait());
+    })
+    .layer(body_limits.layer());
+    let acceptor =
+        |listener| Acceptor::new(listener, config.max_connections, config.tcp_keepalive());
+    let timeouts = Timeouts {
+        header: Duration::from_millis(config.header_read_timeout_ms),
+        idle: Duration::from_millis(config.keep_alive_timeout_ms),
+    };
+    let http = net::http1::serve(acceptor(listeners.http), app, timeouts, drain.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let inference = InferenceServer::new(GrpcService {
-        service: service.clone(),
-    })
-    .max_decoding_message_size(config.max_body_bytes);
+    let inference = body_limits.layer().layer(
+        InferenceServer::new(GrpcService {
+            service: service.clone(),
+        })
+        .max_decoding_message_size(config.max_body_bytes),
+    );
     // HTTP/2's defaults (16 KiB frames, 1 MiB of window per connection) cut a 600 KB photo into ~40 frames
     // read one syscall each, and stall 8 concurrent uploads on one connection for window updates. Larger
     // frames and windows let a whole image arrive in a few reads. Memory stays bounded: a window is at most
     // what one connection may have in flight, and each message is capped at `max_body_bytes`.
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder()
         .max_frame_size(GRPC_MAX_FRAME_BYTES)
         .initial_stream_window_size(GRPC_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(GRPC_CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_keepalive_interval(config.grpc_keepalive_interval())
+        .http2_keepalive_timeout(Some(Duration::from_secs(
+            config.grpc_keepalive_timeout_secs,
+        )));
+    if let Some(age) = config.grpc_max_connection_age() {
+        grpc = grpc.max_connection_age(age);
+    }
+    let grpc = grpc
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference)
-        .serve_with_incoming_shutdown(nodelay_incoming(listeners.grpc), drain.wait());
+        .serve_with_incoming_shutdown(
+            net::grpc::incoming(acceptor(listeners.grpc), timeouts.header),
+            drain.wait(),
+        );
     let serving = async {
-        tokio::try_join!(async { http.await.context("HTTP server") }, async {
+        tokio::try_join!(async { anyhow::Ok(http.await) }, async {
             grpc.await.context("gRPC server")
         })
     };
@@ -171,18 +201,6 @@ pub async fn run(
 const GRPC_MAX_FRAME_BYTES: u32 = 1 << 20;
 const GRPC_STREAM_WINDOW_BYTES: u32 = 4 << 20;
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-
-/// Accepted gRPC connections with TCP_NODELAY set (tonic only sets it on listeners it binds itself).
-fn nodelay_incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
 
 /// Reads the repository and loads every selected variant (sessions built and warmed).
 fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Router<Model>> {

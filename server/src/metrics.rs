@@ -21,6 +21,9 @@ pub const QUEUE_DEPTH: &str = "mobilenet_queue_depth";
 pub const REJECTED_TOTAL: &str = "mobilenet_rejected_total";
 /// Admitted requests dropped before inference, by `model` and `reason` (cancelled, deadline_exceeded).
 pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";
+/// Decode memory reserved now by images being decoded, and the budget it is drawn from (bytes).
+pub const DECODE_MEMORY_BYTES: &str = "mobilenet_decode_memory_bytes";
+pub const DECODE_MEMORY_LIMIT_BYTES: &str = "mobilenet_decode_memory_limit_bytes";
 /// Always 1, labelled with each loaded variant's attributes and knobs.
 pub const MODEL_INFO: &str = "mobilenet_model_info";
 /// Probes sent to failing models, by `model` and `outcome` (ok, or the error kind).
@@ -97,6 +100,16 @@ fn describe() {
     describe_counter!(
         DROPPED_TOTAL,
         "Admitted requests dropped before inference, by reason"
+    );
+    describe_gauge!(
+        DECODE_MEMORY_BYTES,
+        metrics::Unit::Bytes,
+        "Estimated decode memory reserved by images being decoded"
+    );
+    describe_gauge!(
+        DECODE_MEMORY_LIMIT_BYTES,
+        metrics::Unit::Bytes,
+        "The decode memory budget"
     );
     describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
     describe_gauge!(REQUESTS_IN_FLIGHT, "Inference requests being served");
@@ -205,4 +218,13 @@ pub fn record_model_info(model: &str, labels: Vec<(&'static str, String)>) {
     for reason in ["cancelled", "deadline_exceeded"] {
         counter!(DROPPED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(0);
     }
+}
+
+/// Adds (or with a negative value, removes) reserved decode memory.
+pub fn add_decode_memory(bytes: f64) {
+    gauge!(DECODE_MEMORY_BYTES).increment(bytes);
+}
+
+pub fn set_decode_memory_limit(bytes: u64) {
+    gauge!(DECODE_MEMORY_LIMIT_BYTES).set(bytes as f64);
 }

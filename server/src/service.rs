@@ -17,7 +17,8 @@ use crate::{
     batching::Payload,
     engine::Model,
     error::{Error, Result},
-    imaging, metrics,
+    imaging::{self, DecodeBudget, ImageLimits},
+    metrics,
     postprocess::{BoxXyxy, Class, Decoded, TaskOptions, label, segment},
     repository::Task,
     routing::{Router, Selector},
@@ -110,17 +111,32 @@ pub struct Service {
     router: OnceLock<Router<Model>>,
     draining: AtomicBool,
     decode_permits: Arc<Semaphore>,
-    max_pixels: u64,
+    image_limits: ImageLimits,
+    decode_budget: DecodeBudget,
+    /// The deadline of requests that bring none (`--default-request-timeout-ms`).
+    default_timeout: Option<Duration>,
 }
 
 impl Service {
-    pub fn new(decode_threads: usize, max_pixels: u64) -> Service {
+    pub fn new(
+        decode_threads: usize,
+        image_limits: ImageLimits,
+        decode_budget: DecodeBudget,
+    ) -> Service {
         Service {
             router: OnceLock::new(),
             draining: AtomicBool::new(false),
             decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
-            max_pixels,
+            image_limits,
+            decode_budget,
+            default_timeout: None,
         }
+    }
+
+    /// Gives requests that carry no deadline this one, counted from when the service takes them.
+    pub fn with_default_timeout(mut self, timeout: Option<Duration>) -> Service {
+        self.default_timeout = timeout;
+        self
     }
 
     /// Installs the loaded models; from then on the service is ready.
@@ -145,9 +161,14 @@ impl Service {
     }
 
     /// Serves one request and records it in the metrics, whatever the outcome.
-    pub async fn infer(&self, task: Task, request: InferRequest) -> Result<Answer> {
+    pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
         let _in_flight = metrics::InFlight::start(request.protocol.as_str());
+        // The one place the default deadline applies, so both transports and the batcher (which drops
+        // queued requests past their deadline) see the same one.
+        request.deadline = request
+            .deadline
+            .or_else(|| self.default_timeout.map(|t| start + t));
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
@@ -193,13 +214,27 @@ impl Service {
         let permit = model.batcher.try_admit()?;
 
         let decode_start = Instant::now();
+        // The header alone, on the reactor: refuses what is over the limits before anything is allocated,
+        // then waits (within the deadline) for the image's decode memory wherever it will be decoded.
+        let inspection =
+            imaging::inspect(&request.image, &variant.config.input, &self.image_limits)?;
+        let reservation = self.decode_budget.reserve(inspection.memory_bytes).await?;
         let payload = if model.knobs.decode_in_model_thread {
-            Payload::Encoded(request.image)
+            Payload::Encoded {
+                bytes: request.image,
+                inspection,
+                reservation,
+            }
         } else {
-            let (image, max_pixels) = (request.image, self.max_pixels);
+            let image = request.image;
             let spec_variant = variant.clone();
             let prepared = self
-                .blocking(move || imaging::prepare(&image, &spec_variant.config.input, max_pixels))
+                .blocking(move || {
+                    let prepared =
+                        imaging::prepare(&image, &inspection, &spec_variant.config.input);
+                    drop(reservation);
+                    prepared
+                })
                 .await?;
             Payload::Prepared(prepared)
         };
@@ -231,9 +266,18 @@ impl Service {
                     .collect(),
             ),
             Decoded::ClassMap(map) => {
+                // The mask is as large as the client's image: its memory comes from the same budget.
+                let reservation = self
+                    .decode_budget
+                    .reserve(segment::finish_cost(&map, w, h))
+                    .await?;
                 let (labels, png) = (variant.clone(), request.png);
-                self.blocking(move || finish_segmentation(&map, w, h, png, &labels.labels))
-                    .await?
+                self.blocking(move || {
+                    let body = finish_segmentation(&map, w, h, png, &labels.labels);
+                    drop(reservation);
+                    body
+                })
+                .await?
             }
         };
         let postprocess = output.postprocess + finish_start.elapsed();

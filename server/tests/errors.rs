@@ -11,8 +11,9 @@ use tonic::Code;
 const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
 const SEGMENTER: &str = "deeplabv3_mnv2_257";
 
-/// Small limits so that the test images can exceed them: cat_720p.jpg has 921,600 pixels and
-/// grace_hopper.bmp is 921,738 bytes. The classifier's model thread decodes its images itself and the
+/// Small limits so that the test images can exceed them: cat_720p.jpg has 921,600 pixels,
+/// grace_hopper.bmp is 921,738 bytes, and a 700 x 700 16-bit RGBA PNG needs about 7.5 MiB to decode and
+/// resize (parrot.jpg, the largest test photo under the pixel limit, about 4). The classifier's model thread decodes its images itself and the
 /// segmenter's come from the decode pool, so every error below is checked on both paths.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
@@ -26,6 +27,8 @@ fn server() -> &'static TestServer {
                 "500000",
                 "--max-body-bytes",
                 "800000",
+                "--max-image-memory-mib",
+                "6",
                 "--model-override",
                 &classifier_decodes,
                 "--model-override",
@@ -367,10 +370,10 @@ async fn unusual_but_valid_images_are_served() {
             ))),
         ),
         (
-            "1x300",
+            "1x32, at the aspect ratio limit",
             png(DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
                 1,
-                300,
+                32,
                 Rgb([9, 9, 9]),
             ))),
         ),
@@ -433,34 +436,79 @@ async fn unusual_but_valid_images_are_served() {
     }
 }
 
-/// A header claiming 2^31-1 x 1 pixels is over the pixel limit (413 `image_too_large`, gRPC
-/// INVALID_ARGUMENT), not an "out of memory" decode error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_header_is_over_the_pixel_limit() {
+/// A PNG whose IHDR claims `width` x `height` (CRC fixed), with one pixel of data behind it.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     let mut bomb = png(image::DynamicImage::ImageRgb8(
         image::ImageBuffer::from_pixel(1, 1, image::Rgb([0, 0, 0])),
     ));
-    // IHDR: width at bytes 16..20, the chunk's CRC over bytes 12..29 at 29..33.
-    bomb[16..20].copy_from_slice(&(i32::MAX as u32).to_be_bytes());
+    // IHDR: width and height at bytes 16..24, the chunk's CRC over bytes 12..29 at 29..33.
+    bomb[16..20].copy_from_slice(&width.to_be_bytes());
+    bomb[20..24].copy_from_slice(&height.to_be_bytes());
     let crc = crc32(&bomb[12..29]);
     bomb[29..33].copy_from_slice(&crc.to_be_bytes());
-    expect(
-        post("/v1/classify").multipart(form(bomb.clone(), "bomb.png")),
-        413,
-        "image_too_large",
-    )
-    .await;
-    let mut client = server().grpc_client().await;
-    let status = client
-        .classify(pb::ClassifyRequest {
-            image: bomb.into(),
-            model: None,
-            top_k: None,
-        })
+    bomb
+}
+
+/// Images refused from their header, before any pixel buffer exists: over the pixel count (413
+/// `image_too_large`), over the aspect ratio (422 `image_shape`), over the decode memory estimate (413
+/// `image_memory`), each with gRPC INVALID_ARGUMENT, on both decode paths. A 2^31-1 x 1 header is over the
+/// pixel limit, not an "out of memory" decode error; a 20,000 x 1 strip, the shape of the 39,000,000 x 1
+/// PNG that once aborted the server, is refused by its shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_over_the_limits_are_refused_from_their_header() {
+    use image::{DynamicImage, ImageBuffer, Rgba};
+    let rgba16 = png(DynamicImage::ImageRgba16(ImageBuffer::from_pixel(
+        700,
+        700,
+        Rgba([1u16, 2, 3, 4]),
+    )));
+    let cases = [
+        (
+            png_claiming(i32::MAX as u32, 1),
+            413,
+            "image_too_large",
+            "over the limit",
+        ),
+        (png_claiming(20_000, 1), 422, "image_shape", "aspect ratio"),
+        (png_claiming(1, 20_000), 422, "image_shape", "aspect ratio"),
+        (rgba16, 413, "image_memory", "MiB"),
+    ];
+    for (bytes, status, kind, message) in cases {
+        for path in ["/v1/classify", "/v1/segment"] {
+            expect(
+                post(path).multipart(form(bytes.clone(), "x.png")),
+                status,
+                kind,
+            )
+            .await;
+        }
+        let mut client = server().grpc_client().await;
+        let error = client
+            .classify(pb::ClassifyRequest {
+                image: bytes.clone().into(),
+                model: None,
+                top_k: None,
+            })
+            .await
+            .expect_err("must fail");
+        assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+        assert!(error.message().contains(message), "{error:?}");
+        let error = client
+            .segment(pb::SegmentRequest {
+                image: bytes.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("must fail");
+        assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    }
+    // And the server still serves.
+    let r = post("/v1/classify")
+        .multipart(form(image("parrot.jpg"), "parrot.jpg"))
+        .send()
         .await
-        .expect_err("must fail");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("over the limit"), "{status:?}");
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
 
 fn crc32(bytes: &[u8]) -> u32 {

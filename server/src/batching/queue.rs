@@ -20,16 +20,21 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
 use crate::{
     error::{Error, Result},
-    imaging::Prepared,
+    imaging::{Inspection, Prepared, Reservation},
     metrics,
     postprocess::{Decoded, TaskOptions},
 };
 
 /// A job's image: prepared on the decode pool before it was queued, or still encoded, for the model thread
-/// to prepare right before the run (see `ModelKnobs::decode_in_model_thread`).
+/// to prepare right before the run (see `ModelKnobs::decode_in_model_thread`), with the decode memory
+/// reserved for it, released once it is prepared.
 pub enum Payload {
     Prepared(Prepared),
-    Encoded(Bytes),
+    Encoded {
+        bytes: Bytes,
+        inspection: Inspection,
+        reservation: Reservation,
+    },
 }
 
 /// One admitted request waiting for (or in) a batch.

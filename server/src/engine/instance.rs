@@ -28,8 +28,6 @@ pub struct Context {
     pub variant: Arc<Variant>,
     pub intra_op_threads: usize,
     pub max_batch_size: usize,
-    /// The decompression-bomb limit for images this thread decodes itself.
-    pub max_pixels: u64,
     pub batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
     pub load: Arc<ModelLoad>,
     /// Where this thread reports each batch's start and outcome, in its own slot.
@@ -61,15 +59,17 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
         ctx.health.batch_started(ctx.health_slot);
         // A panic while serving one batch (a bug, or a model output config.json did not foresee) must not
         // take the model down: its jobs are dropped, so their clients get a 500, and the thread serves on.
+        let mut slot = BatchSlot::new(&ctx.load);
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&mut session, &ctx.variant, ctx.max_pixels, batch)
+            run_batch(&mut session, &ctx.variant, batch, &mut slot)
         }));
         let outcome = served.unwrap_or_else(|_| {
             tracing::error!(model = %name, "a batch panicked; its requests failed, the model serves on");
             BatchOutcome::Failed
         });
         ctx.health.batch_finished(ctx.health_slot, outcome);
-        ctx.load.batch_done();
+        // Released here if the batch ended before its run (every job dropped) or panicked.
+        drop(slot);
     }
     tracing::debug!(model = %name, "model thread stopped");
 }
@@ -151,7 +151,7 @@ struct Ready {
 
 /// Drops the jobs that should no longer run and prepares the encoded images of the rest, answering a job whose
 /// image does not decode with its error (the client's 4xx) while the others run on.
-fn ready_jobs(variant: &Variant, max_pixels: u64, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
+fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
     let model = variant.config.name.as_str();
     let mut ready = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -162,8 +162,14 @@ fn ready_jobs(variant: &Variant, max_pixels: u64, jobs: Vec<Job>, now: Instant) 
         let decode_start = Instant::now();
         let image = match job.payload {
             Payload::Prepared(image) => image,
-            Payload::Encoded(bytes) => {
-                match imaging::prepare(&bytes, &variant.config.input, max_pixels) {
+            Payload::Encoded {
+                bytes,
+                inspection,
+                reservation,
+            } => {
+                let prepared = imaging::prepare(&bytes, &inspection, &variant.config.input);
+                drop(reservation);
+                match prepared {
                     Ok(image) => image,
                     Err(e) => {
                         let _ = job.reply.send(Err(e));
@@ -184,18 +190,45 @@ fn ready_jobs(variant: &Variant, max_pixels: u64, jobs: Vec<Job>, now: Instant) 
     ready
 }
 
+/// The model's count of batches in flight, given back once per batch: as soon as the session has run, before
+/// the answers are sent, or at the latest when dropped. Giving it back before answering matters: a client
+/// that sends its next request the moment it has its answer must find the model idle (and reach the solo
+/// session), not find it still counted busy while this thread finishes the batch.
+struct BatchSlot<'a> {
+    load: &'a ModelLoad,
+    held: bool,
+}
+
+impl<'a> BatchSlot<'a> {
+    fn new(load: &'a ModelLoad) -> BatchSlot<'a> {
+        BatchSlot { load, held: true }
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.load.batch_done();
+        }
+    }
+}
+
+impl Drop for BatchSlot<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Runs one batch and answers its jobs; the outcome is the model's, for its health (a job's own bad image
 /// is not a model failure).
 fn run_batch(
     session: &mut Session,
     variant: &Variant,
-    max_pixels: u64,
     batch: Batch,
+    slot: &mut BatchSlot,
 ) -> BatchOutcome {
     let model = variant.config.name.as_str();
     let start = Instant::now();
     // Last look before spending CPU on them: drop jobs whose client left or whose deadline passed.
-    let jobs = ready_jobs(variant, max_pixels, batch.jobs, start);
+    let jobs = ready_jobs(variant, batch.jobs, start);
     if jobs.is_empty() {
         return BatchOutcome::Skipped;
     }
@@ -204,6 +237,7 @@ fn run_batch(
     let run_start = Instant::now();
     let result = run_session(session, variant, &inputs);
     let inference = run_start.elapsed();
+    slot.release();
     let outputs = match result {
         Ok(outputs) => outputs,
         Err(e) => {

@@ -132,7 +132,6 @@ pub fn load_model(
             variant: variant.clone(),
             intra_op_threads: plan.intra_op_threads,
             max_batch_size: knobs.max_batch_size,
-            max_pixels: knobs.max_image_pixels,
             batches: plan.batches,
             load: load.clone(),
             health: health.clone(),

@@ -7,7 +7,10 @@ use axum::{
 };
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    net::body::Refused,
+};
 
 /// Content types accepted as a raw image body.
 const RAW_TYPES: &[&str] = &[
@@ -94,7 +97,9 @@ pub fn deadline(headers: &HeaderMap) -> Result<Option<Instant>> {
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> Error {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(refused) = Refused::find(&e) {
+        refused.to_error()
+    } else if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         Error::BodyTooLarge { limit }
     } else {
         Error::BadRequest(e.body_text())
@@ -102,6 +107,9 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) ->
 }
 
 fn body_error(e: axum::Error, limit: usize) -> Error {
+    if let Some(refused) = Refused::find(&e) {
+        return refused.to_error();
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {

@@ -1,91 +1,117 @@
-//! Decoding with a decompression-bomb guard: the format is sniffed from the magic bytes, the dimensions are
-//! read from the header, and only an image under the pixel limit is fully decoded.
+//! Decoding to packed RGB8, for an image whose header was already parsed and its limits checked
+//! ([`super::inspect`]). The pixel buffers are allocated fallibly here (the decoders' own buffers are
+//! bounded by the limits checked before), so a request that slips past the estimate gets a 503 instead of
+//! aborting the process. Also reads the EXIF orientation (JPEG APP1, PNG eXIf).
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageReader};
+use image::{ColorType, ImageDecoder, ImageReader, metadata::Orientation};
 
-use super::RgbImage;
+use super::{
+    RgbImage,
+    header::{Header, ImageFormat, jpeg_end},
+};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    Jpeg,
-    Png,
-    Bmp,
+/// A decoded image and how it must be turned to be seen upright.
+pub struct Decoded {
+    pub image: RgbImage,
+    pub orientation: Orientation,
 }
 
-/// The format from the magic bytes; None for anything we do not accept.
-pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
-    match bytes {
-        [0xFF, 0xD8, 0xFF, ..] => Some(ImageFormat::Jpeg),
-        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(ImageFormat::Png),
-        [b'B', b'M', ..] => Some(ImageFormat::Bmp),
-        _ => None,
-    }
-}
-
-/// Decodes to RGB8 (grey and alpha images are converted; alpha is dropped).
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
-    if bytes.is_empty() {
-        return Err(Error::EmptyImage);
-    }
-    let format = match sniff_format(bytes) {
-        Some(ImageFormat::Jpeg) => image::ImageFormat::Jpeg,
-        Some(ImageFormat::Png) => image::ImageFormat::Png,
-        Some(ImageFormat::Bmp) => image::ImageFormat::Bmp,
-        None => return Err(Error::UnsupportedFormat),
+/// Decodes `bytes`, whose header is `header`, to RGB8: grey is replicated, alpha dropped, 16-bit samples
+/// keep their high byte (as Pillow does for RGB, the reference pipeline), palettes expanded.
+pub fn decode_rgb(bytes: &[u8], header: &Header, max_alloc: u64) -> Result<Decoded> {
+    let (bytes, format) = match header.format {
+        // Only the image itself: a truncated file is refused, bytes after its EOI are ignored.
+        ImageFormat::Jpeg => (&bytes[..jpeg_end(bytes)?], image::ImageFormat::Jpeg),
+        ImageFormat::Png => (bytes, image::ImageFormat::Png),
+        ImageFormat::Bmp => (bytes, image::ImageFormat::Bmp),
     };
-    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Bounds the decoders' internal buffers (the png crate's rows and zlib output) by the per-image limit.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_alloc);
+    reader.limits(limits);
+    let invalid = |e| invalid(e, max_alloc);
+    let mut decoder = reader.into_decoder().map_err(invalid)?;
+    if decoder.dimensions() != (header.width, header.height) {
         return Err(Error::InvalidImage(
-            "truncated JPEG: no end-of-image marker after the last scan".into(),
+            "the decoder reads other dimensions than the header".into(),
         ));
     }
-    // The dimensions come from the header alone, read without allocation limits: with them the decoder
-    // refuses a huge header as "needs more memory", and the client would not learn it is over the pixel limit.
-    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
-    header.no_limits();
-    let (width, height) = header.into_dimensions().map_err(invalid)?;
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(Error::ImageTooLarge {
+    // A broken or absent EXIF block is not a reason to refuse the pixels: the image is then upright.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let color = decoder.color_type();
+    let mut raw = try_alloc(decoder.total_bytes())?;
+    decoder.read_image(&mut raw).map_err(invalid)?;
+    let pixels = to_rgb8(raw, color)?;
+    Ok(Decoded {
+        image: RgbImage {
+            width: header.width,
+            height: header.height,
             pixels,
-            limit: max_pixels,
-        });
-    }
-    if pixels == 0 {
-        return Err(Error::InvalidImage("the image has no pixels".into()));
-    }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    // The pixel guard above is the real limit; this only stops the decoder allocating absurd buffers.
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(invalid)?;
-    let image = DynamicImage::from_decoder(decoder).map_err(invalid)?;
-    let rgb = match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.into_rgb8(),
-    };
-    Ok(RgbImage {
-        width,
-        height,
-        pixels: rgb.into_raw(),
+        },
+        orientation,
     })
 }
 
-/// The JPEG decoder fills a truncated image with grey rather than failing, so completeness is checked
-/// here: an end-of-image marker (FFD9) must follow the last start-of-scan (FFDA). Entropy-coded data
-/// stuffs every FF byte, so neither marker can appear inside it by accident.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    last_scan.is_some_and(|sos| bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]))
+/// A zeroed buffer of `len` bytes, or `InsufficientMemory` when the allocator cannot provide it.
+pub fn try_alloc(len: u64) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| Error::InsufficientMemory)?;
+    let mut buffer = Vec::new();
+    buffer
+        .try_reserve_exact(len)
+        .map_err(|_| Error::InsufficientMemory)?;
+    buffer.resize(len, 0);
+    Ok(buffer)
 }
 
-fn invalid(error: image::ImageError) -> Error {
-    match error {
-        image::ImageError::Limits(_) => {
-            Error::InvalidImage("the image needs more memory than allowed".into())
+/// Packs any 8- or 16-bit grey, grey+alpha, RGB or RGBA buffer as RGB8. 16-bit samples are in native
+/// byte order (the `read_image` contract).
+fn to_rgb8(raw: Vec<u8>, color: ColorType) -> Result<Vec<u8>> {
+    let (channels, wide) = match color {
+        ColorType::Rgb8 => return Ok(raw),
+        ColorType::L8 => (1, false),
+        ColorType::La8 => (2, false),
+        ColorType::Rgba8 => (4, false),
+        ColorType::L16 => (1, true),
+        ColorType::La16 => (2, true),
+        ColorType::Rgb16 => (3, true),
+        ColorType::Rgba16 => (4, true),
+        other => {
+            return Err(Error::InvalidImage(format!(
+                "unsupported pixel format {other:?}"
+            )));
         }
+    };
+    let sample = |px: &[u8], i: usize| -> u8 {
+        if wide {
+            (u16::from_ne_bytes([px[2 * i], px[2 * i + 1]]) >> 8) as u8
+        } else {
+            px[i]
+        }
+    };
+    let pixel_bytes = channels * if wide { 2 } else { 1 };
+    let mut out = try_alloc((raw.len() / pixel_bytes * 3) as u64)?;
+    for (px, rgb) in raw.chunks_exact(pixel_bytes).zip(out.chunks_exact_mut(3)) {
+        if channels < 3 {
+            rgb.fill(sample(px, 0));
+        } else {
+            for (c, value) in rgb.iter_mut().enumerate() {
+                *value = sample(px, c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn invalid(error: image::ImageError, max_alloc: u64) -> Error {
+    match error {
+        // The estimate should have caught it; the decoder's own check is the second line of defence.
+        image::ImageError::Limits(_) => Error::ImageMemory {
+            bytes: None,
+            limit: max_alloc,
+        },
         image::ImageError::Unsupported(e) => {
             Error::InvalidImage(format!("unsupported image variant: {e}"))
         }
@@ -97,86 +123,34 @@ fn invalid(error: image::ImageError) -> Error {
 mod tests {
     use super::*;
 
-    fn png_bytes(width: u32, height: u32) -> Vec<u8> {
-        let image =
-            image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
-        let mut out = Vec::new();
-        image
-            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-            .unwrap();
-        out
+    #[test]
+    fn conversions_to_rgb8() {
+        assert_eq!(
+            to_rgb8(vec![9, 200], ColorType::La8).unwrap(),
+            vec![9, 9, 9]
+        );
+        assert_eq!(
+            to_rgb8(vec![1, 2, 3, 4], ColorType::Rgba8).unwrap(),
+            vec![1, 2, 3]
+        );
+        let rgb16: Vec<u8> = [0x1234u16, 0xFF00, 0x00FF]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        assert_eq!(
+            to_rgb8(rgb16, ColorType::Rgb16).unwrap(),
+            vec![0x12, 0xFF, 0x00]
+        );
+        assert!(to_rgb8(vec![0; 12], ColorType::Rgb32F).is_err());
     }
 
     #[test]
-    fn decodes_png() {
-        let image = decode_rgb(&png_bytes(3, 2), 100).unwrap();
-        assert_eq!((image.width, image.height), (3, 2));
-        assert_eq!(&image.pixels[3..6], &[1, 0, 7]);
-    }
-
-    #[test]
-    fn pixel_limit_is_checked_before_decoding() {
+    fn allocation_failure_is_an_error_not_an_abort() {
         assert!(matches!(
-            decode_rgb(&png_bytes(10, 10), 99),
-            Err(Error::ImageTooLarge { pixels: 100, .. })
+            try_alloc(u64::MAX),
+            Err(Error::InsufficientMemory)
         ));
-    }
-
-    #[test]
-    fn a_huge_header_is_over_the_pixel_limit_not_out_of_memory() {
-        // A valid PNG header claiming 2^31-1 x 1 pixels, with no image data behind it.
-        let mut png = png_bytes(1, 1);
-        png[16..20].copy_from_slice(&(i32::MAX as u32).to_be_bytes());
-        let crc = crc32(&png[12..29]);
-        png[29..33].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            decode_rgb(&png, 40_000_000),
-            Err(Error::ImageTooLarge { pixels, .. }) if pixels == i32::MAX as u64
-        ));
-    }
-
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-
-    #[test]
-    fn truncated_jpeg_is_detected() {
-        let image = image::RgbImage::from_fn(16, 16, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
-        let mut jpeg = Vec::new();
-        image
-            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
-            .unwrap();
-        assert!(jpeg_is_complete(&jpeg));
-        assert!(decode_rgb(&jpeg, 1000).is_ok());
-        assert!(!jpeg_is_complete(&jpeg[..jpeg.len() - 10]));
-        assert!(matches!(
-            decode_rgb(&jpeg[..jpeg.len() - 10], 1000),
-            Err(Error::InvalidImage(_))
-        ));
-    }
-
-    #[test]
-    fn rejects_non_images_and_truncation() {
-        assert!(matches!(
-            decode_rgb(b"hello world", 100),
-            Err(Error::UnsupportedFormat)
-        ));
-        assert!(matches!(decode_rgb(b"", 100), Err(Error::EmptyImage)));
-        let png = png_bytes(8, 8);
-        assert!(matches!(
-            decode_rgb(&png[..png.len() / 2], 100),
-            Err(Error::InvalidImage(_))
-        ));
+        assert!(matches!(try_alloc(1 << 62), Err(Error::InsufficientMemory)));
+        assert_eq!(try_alloc(3).unwrap(), vec![0, 0, 0]);
     }
 }

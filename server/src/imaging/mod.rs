@@ -1,33 +1,36 @@
 //! Pre-processing: encoded bytes → the model's input tensor for one image, following the variant's
-//! `config.json` (`input.resize`, `layout`, `dtype`, `mean`/`std`). CPU-bound: callers run it on the decode
-//! pool, never on the async reactor.
+//! `config.json` (`input.resize`, `layout`, `dtype`, `mean`/`std`).
+//!
+//! Two steps, so that memory is bounded whatever the image:
+//! - [`inspect`]: cheap (the header only), run where the request arrives. Parses the header ([`header`]),
+//!   estimates the memory decoding and resizing will take ([`cost`]) and checks the per-image limits
+//!   ([`limits`]). The caller then reserves that memory from the process-wide [`budget`].
+//! - [`prepare`]: CPU-bound, run on the decode pool or a model thread, never on the async reactor. Decodes
+//!   ([`decode`]), resizes ([`resize`]), turns upright ([`orient`]) and normalises ([`normalize`]).
+pub mod budget;
+pub mod cost;
 mod decode;
+pub mod header;
+pub mod limits;
 mod normalize;
+mod orient;
 mod resize;
 
-pub use decode::{ImageFormat, decode_rgb, sniff_format};
+pub use budget::{DecodeBudget, Reservation};
+pub use decode::try_alloc;
+pub use header::{Header, ImageFormat, sniff_format};
+pub use limits::ImageLimits;
 pub use normalize::{InputData, to_tensor};
 pub use resize::resize_rgb;
 
 use crate::{error::Result, repository::InputSpec};
 
-/// One image ready for batching: its tensor (one batch row) and its original size for post-processing.
+/// One image ready for batching: its tensor (one batch row) and its upright size for post-processing.
 #[derive(Debug)]
 pub struct Prepared {
     pub data: InputData,
     pub width: u32,
     pub height: u32,
-}
-
-/// Decodes, resizes and normalises `bytes` for a model with input `spec`.
-pub fn prepare(bytes: &[u8], spec: &InputSpec, max_pixels: u64) -> Result<Prepared> {
-    let image = decode_rgb(bytes, max_pixels)?;
-    let resized = resize_rgb(&image, spec.width, spec.height, spec.resize)?;
-    Ok(Prepared {
-        data: to_tensor(resized, spec),
-        width: image.width,
-        height: image.height,
-    })
 }
 
 /// A decoded, tightly packed RGB8 image.
@@ -37,3 +40,50 @@ pub struct RgbImage {
     pub height: u32,
     pub pixels: Vec<u8>,
 }
+
+/// An image that passed the limits: its header and its estimated decode memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Inspection {
+    pub header: Header,
+    pub memory_bytes: u64,
+    /// The per-image memory limit, which also bounds the decoders' own allocations.
+    max_memory_bytes: u64,
+}
+
+/// Reads the header of `bytes` and checks it against `limits` for a model with input `spec`.
+pub fn inspect(bytes: &[u8], spec: &InputSpec, limits: &ImageLimits) -> Result<Inspection> {
+    let header = header::parse(bytes)?;
+    let memory_bytes = cost::estimate(&header, bytes.len(), spec.width, spec.height, spec.resize);
+    limits.check(&header, memory_bytes)?;
+    Ok(Inspection {
+        header,
+        memory_bytes,
+        max_memory_bytes: limits.max_memory_bytes,
+    })
+}
+
+/// Decodes, resizes, turns upright and normalises an inspected image.
+pub fn prepare(bytes: &[u8], inspection: &Inspection, spec: &InputSpec) -> Result<Prepared> {
+    let decoded = decode::decode_rgb(bytes, &inspection.header, inspection.max_memory_bytes)?;
+    let orientation = decoded.orientation;
+    let (image_width, image_height) =
+        orient::resize_target(orientation, decoded.image.width, decoded.image.height);
+    let (width, height) = orient::resize_target(orientation, spec.width, spec.height);
+    let resized = resize_rgb(&decoded.image, width, height, spec.resize)?;
+    // The full-size pixels go before the tensor is built: they are most of the reservation.
+    drop(decoded);
+    let upright = orient::apply(resized, orientation)?;
+    Ok(Prepared {
+        data: to_tensor(upright, spec),
+        width: image_width,
+        height: image_height,
+    })
+}
+
+/// [`inspect`] then [`prepare`], without a budget: for tools and tests that decode one image at a time.
+pub fn prepare_checked(bytes: &[u8], spec: &InputSpec, limits: &ImageLimits) -> Result<Prepared> {
+    prepare(bytes, &inspect(bytes, spec, limits)?, spec)
+}
+
+#[cfg(test)]
+mod tests;

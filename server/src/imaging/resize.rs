@@ -5,14 +5,11 @@ use fast_image_resize::{
     images::{Image, ImageRef},
 };
 
-use super::RgbImage;
+use super::{RgbImage, cost::CENTER_CROP_FRACTION};
 use crate::{
     error::{Error, Result},
     repository::ResizeMode,
 };
-
-/// Share of the shorter side kept by `center_crop` (the classic ImageNet 224/256 crop).
-const CENTER_CROP_FRACTION: f64 = 0.875;
 
 /// Resizes `image` to `width` x `height` per `mode`: the whole image (stretch) or its central square.
 pub fn resize_rgb(image: &RgbImage, width: u32, height: u32, mode: ResizeMode) -> Result<RgbImage> {

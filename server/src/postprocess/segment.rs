@@ -67,6 +67,15 @@ pub fn argmax(row: &Row<'_>, layout: Layout) -> Result<ClassMap> {
     })
 }
 
+/// Upper bound of the memory to finish `map` at the image's `width` x `height`: the full-size map, and its
+/// run-length encoding (two u32 per run, and their JSON text, up to about 16 bytes a run). Upscaled by
+/// nearest neighbour, a row has at most as many runs as the map has columns.
+pub fn finish_cost(map: &ClassMap, width: u32, height: u32) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let runs = pixels.min(u64::from(height) * u64::from(map.width.max(1)));
+    pixels + runs * 24
+}
+
 /// Nearest-neighbour resize (pixel centres), so class indices are never blended.
 pub fn resize_nearest(map: &ClassMap, width: u32, height: u32) -> ClassMap {
     if (map.width, map.height) == (width, height) {
