@@ -7,6 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Parser, ValueEnum};
 
 use crate::{
+    health::HealthPolicy,
     repository::{ServingHints, SessionLayout},
     sched::CpuScheduling,
 };
@@ -136,6 +137,26 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// A model whose thread has been in one batch for this long (s) is reported stuck: `/readyz` answers 503
+    /// and gRPC health NOT_SERVING, naming it, until the batch ends, so a load balancer stops sending work
+    /// that would only queue. The slowest batch measured, the 513 segmenter's 8 images at about 20 img/s, takes
+    /// 0.4 s, so 30 s is far past any batch that is merely slow. 0 turns the watchdog off.
+    #[arg(long, env = "MODEL_WATCHDOG_SECS", default_value_t = 30)]
+    pub model_watchdog_secs: u64,
+
+    /// A model whose last this-many batches all failed (ONNX Runtime errors, outputs that do not decode,
+    /// panics) is reported failing, like a stuck one, until a batch succeeds. More than one, so that a single
+    /// bad batch does not take the server out of rotation. 0 turns the rule off.
+    #[arg(long, env = "UNHEALTHY_AFTER_FAILED_BATCHES", default_value_t = 3)]
+    pub unhealthy_after_failed_batches: u32,
+
+    /// How often (s) a failing model is sent a probe, the zeroed image of its warm-up, through its queue like
+    /// a request; a probe that succeeds makes the model healthy again. Without probes, a model that a load
+    /// balancer stopped sending traffic to could never show that it recovered, and a client resending one
+    /// image that makes a model fail would keep it out of rotation. 0 turns probes off.
+    #[arg(long, env = "FAILING_MODEL_PROBE_SECS", default_value_t = 10)]
+    pub failing_model_probe_secs: u64,
+
     /// Bytes of request bodies the process buffers at once, over both transports. A request that would go
     /// past it is refused with 429 / RESOURCE_EXHAUSTED before its body is read in full (up front when it
     /// declares a Content-Length), and its bytes count until its answer is produced. Default: a quarter of
@@ -234,6 +255,14 @@ pub struct ModelKnobs {
 impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    pub fn health_policy(&self) -> HealthPolicy {
+        HealthPolicy {
+            watchdog: Duration::from_secs(self.model_watchdog_secs),
+            failed_batches: self.unhealthy_after_failed_batches,
+            probe_every: Duration::from_secs(self.failing_model_probe_secs),
+        }
     }
 
     /// `--body-budget-bytes`, else a quarter of the memory available; never below `--max-body-bytes`.

@@ -18,14 +18,17 @@
 //! Around it: [`net`] (the connection cap, header/body/keep-alive timers and request-body byte admission
 //! in front of both transports), [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
 //! memory-sized ones from [`memory`]), [`repository`] (the
-//! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining),
-//! [`sched`] (the CPU scheduling policy of the server's threads).
+//! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
+//! [`shutdown`] (signals and draining),
+//! [`sched`] (the CPU scheduling policy of the server's threads), [`health`] (whether each model still
+//! serves, for `/readyz` and gRPC health).
 pub mod batching;
 pub mod config;
 pub mod cpus;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod imaging;
 pub mod memory;
@@ -33,6 +36,7 @@ pub mod metrics;
 pub mod net;
 pub mod options;
 pub mod postprocess;
+pub mod process;
 pub mod repository;
 pub mod routing;
 pub mod sched;
@@ -92,9 +96,7 @@ pub async fn run(
         .with_default_timeout(config.default_request_timeout()),
     );
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<InferenceServer<GrpcService>>()
-        .await;
+    health::set_grpc_status(&health, tonic_health::ServingStatus::NotServing).await;
     let drain = Drain::default();
 
     tokio::spawn({
@@ -102,9 +104,7 @@ pub async fn run(
         async move {
             shutdown.await;
             service.start_draining();
-            health
-                .set_not_serving::<InferenceServer<GrpcService>>()
-                .await;
+            health::set_grpc_status(&health, tonic_health::ServingStatus::NotServing).await;
             drain.trigger();
         }
     });
@@ -176,7 +176,9 @@ pub async fn run(
         loaded = loading => {
             let router = loaded.context("model loading panicked")??;
             service.set_models(router);
-            health.set_serving::<InferenceServer<GrpcService>>().await;
+            health::set_grpc_status(&health, tonic_health::ServingStatus::Serving).await;
+            // From now on NOT_SERVING while a model is stuck or failing, SERVING again when it recovers.
+            tokio::spawn(health::watch(service.clone(), health.clone()));
             tracing::info!("all models loaded and warmed; ready");
         }
         served = &mut serving => {
@@ -237,7 +239,13 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
         let name = variant.config.name.clone();
         let knobs = config.knobs_for(&name, variant.config.serving)?;
         let started = std::time::Instant::now();
-        let model = engine::load_model(&env, variant, knobs.clone(), runtime)?;
+        let model = engine::load_model(
+            &env,
+            variant,
+            knobs.clone(),
+            config.health_policy(),
+            runtime,
+        )?;
         tracing::info!(model = %name, ?knobs, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
         let c = &model.variant.config;
         metrics::record_model_info(

@@ -26,6 +26,18 @@ pub const DECODE_MEMORY_BYTES: &str = "mobilenet_decode_memory_bytes";
 pub const DECODE_MEMORY_LIMIT_BYTES: &str = "mobilenet_decode_memory_limit_bytes";
 /// Always 1, labelled with each loaded variant's attributes and knobs.
 pub const MODEL_INFO: &str = "mobilenet_model_info";
+/// Probes sent to failing models, by `model` and `outcome` (ok, or the error kind).
+pub const HEALTH_PROBES_TOTAL: &str = "mobilenet_health_probes_total";
+/// Inference requests inside the service (body read; decoding, queued or running), by `protocol`.
+pub const REQUESTS_IN_FLIGHT: &str = "mobilenet_requests_in_flight";
+
+// The process series the Prometheus client libraries export by default, read from /proc by `process`.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -53,6 +65,10 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             describe();
+            // Published at zero so that the series exist before the first request.
+            for protocol in ["http", "grpc"] {
+                gauge!(REQUESTS_IN_FLIGHT, "protocol" => protocol).set(0.0);
+            }
             handle
         })
         .clone()
@@ -96,6 +112,37 @@ fn describe() {
         "The decode memory budget"
     );
     describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
+    describe_gauge!(REQUESTS_IN_FLIGHT, "Inference requests being served");
+    describe_counter!(
+        HEALTH_PROBES_TOTAL,
+        "Probes sent to failing models, by outcome"
+    );
+}
+
+/// The `/metrics` page: the recorded series, then the process series read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut page = handle.render();
+    page.push_str(&crate::process::render());
+    page
+}
+
+/// Counts one request in `mobilenet_requests_in_flight` for as long as it lives: dropping it (the answer, an
+/// error, or the client going away and its future being dropped) takes the request off.
+pub struct InFlight {
+    protocol: &'static str,
+}
+
+impl InFlight {
+    pub fn start(protocol: &'static str) -> InFlight {
+        gauge!(REQUESTS_IN_FLIGHT, "protocol" => protocol).increment(1.0);
+        InFlight { protocol }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(REQUESTS_IN_FLIGHT, "protocol" => self.protocol).decrement(1.0);
+    }
 }
 
 /// The phase timings of one served request.
@@ -156,6 +203,10 @@ pub fn record_rejected(model: &str, reason: &'static str) {
 
 pub fn record_dropped(model: &str, reason: &'static str, count: u64) {
     counter!(DROPPED_TOTAL, "model" => model.to_string(), "reason" => reason).increment(count);
+}
+
+pub fn record_probe(model: &str, outcome: &'static str) {
+    counter!(HEALTH_PROBES_TOTAL, "model" => model.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// Publishes a loaded model: its info series, and its counters at zero so that dashboards and alerts see

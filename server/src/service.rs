@@ -163,6 +163,7 @@ impl Service {
     /// Serves one request and records it in the metrics, whatever the outcome.
     pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
+        let _in_flight = metrics::InFlight::start(request.protocol.as_str());
         // The one place the default deadline applies, so both transports and the batcher (which drops
         // queued requests past their deadline) see the same one.
         request.deadline = request

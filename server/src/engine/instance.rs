@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use crate::{
     batching::{Batch, Job, JobOutput, ModelLoad, Payload},
     error::Error,
+    health::{BatchOutcome, ModelHealth},
     imaging::{self, InputData, Prepared},
     metrics,
     postprocess::{self, Row, TaskOptions, Values},
@@ -29,6 +30,9 @@ pub struct Context {
     pub max_batch_size: usize,
     pub batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
     pub load: Arc<ModelLoad>,
+    /// Where this thread reports each batch's start and outcome, in its own slot.
+    pub health: Arc<ModelHealth>,
+    pub health_slot: usize,
 }
 
 /// Thread body: build and warm the session, report readiness, then serve until the queue closes.
@@ -52,15 +56,18 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
             .unwrap_or_else(|p| p.into_inner())
             .blocking_recv();
         let Some(batch) = next else { break };
+        ctx.health.batch_started(ctx.health_slot);
         // A panic while serving one batch (a bug, or a model output config.json did not foresee) must not
         // take the model down: its jobs are dropped, so their clients get a 500, and the thread serves on.
         let mut slot = BatchSlot::new(&ctx.load);
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_batch(&mut session, &ctx.variant, batch, &mut slot)
         }));
-        if served.is_err() {
+        let outcome = served.unwrap_or_else(|_| {
             tracing::error!(model = %name, "a batch panicked; its requests failed, the model serves on");
-        }
+            BatchOutcome::Failed
+        });
+        ctx.health.batch_finished(ctx.health_slot, outcome);
         // Released here if the batch ended before its run (every job dropped) or panicked.
         drop(slot);
     }
@@ -92,21 +99,7 @@ pub fn build_session(
 /// Runs a zeroed image through the whole path once, so the first real request is not the slow one and a
 /// broken config.json (wrong output names or shapes) fails at load instead of at the first request.
 fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> anyhow::Result<()> {
-    let input = &variant.config.input;
-    let len = (input.width * input.height * 3) as usize;
-    let data = match input.dtype {
-        InputDtype::Uint8 => InputData::U8(vec![0; len]),
-        InputDtype::Float32 => InputData::F32(vec![0.0; len]),
-    };
-    let options = match variant.config.task {
-        Task::Classification => TaskOptions::Classify { top_k: 1 },
-        Task::Detection => TaskOptions::Detect {
-            score_threshold: 0.5,
-            iou_threshold: 0.5,
-            max_detections: 1,
-        },
-        Task::Segmentation => TaskOptions::Segment,
-    };
+    let (data, options) = zero_input(variant);
     let name = &variant.config.name;
     // A single image, then two when batching is on: the second run proves the batch dimension really is
     // symbolic and that outputs split per request, at load rather than under the first concurrent load.
@@ -122,6 +115,27 @@ fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> a
         }
     }
     Ok(())
+}
+
+/// A zeroed image and the cheapest options for `variant`: the warm-up's input, and the health probe's (an
+/// input known to run, since the model loaded with it).
+pub fn zero_input(variant: &Variant) -> (InputData, TaskOptions) {
+    let input = &variant.config.input;
+    let len = (input.width * input.height * 3) as usize;
+    let data = match input.dtype {
+        InputDtype::Uint8 => InputData::U8(vec![0; len]),
+        InputDtype::Float32 => InputData::F32(vec![0.0; len]),
+    };
+    let options = match variant.config.task {
+        Task::Classification => TaskOptions::Classify { top_k: 1 },
+        Task::Detection => TaskOptions::Detect {
+            score_threshold: 0.5,
+            iou_threshold: 0.5,
+            max_detections: 1,
+        },
+        Task::Segmentation => TaskOptions::Segment,
+    };
+    (data, options)
 }
 
 /// A job that will run: its image prepared, and the parts of the job still needed to answer it.
@@ -203,13 +217,20 @@ impl Drop for BatchSlot<'_> {
     }
 }
 
-fn run_batch(session: &mut Session, variant: &Variant, batch: Batch, slot: &mut BatchSlot) {
+/// Runs one batch and answers its jobs; the outcome is the model's, for its health (a job's own bad image
+/// is not a model failure).
+fn run_batch(
+    session: &mut Session,
+    variant: &Variant,
+    batch: Batch,
+    slot: &mut BatchSlot,
+) -> BatchOutcome {
     let model = variant.config.name.as_str();
     let start = Instant::now();
     // Last look before spending CPU on them: drop jobs whose client left or whose deadline passed.
     let jobs = ready_jobs(variant, batch.jobs, start);
     if jobs.is_empty() {
-        return;
+        return BatchOutcome::Skipped;
     }
     metrics::record_batch(model, jobs.len());
     let inputs: Vec<&InputData> = jobs.iter().map(|j| &j.image.data).collect();
@@ -226,7 +247,7 @@ fn run_batch(session: &mut Session, variant: &Variant, batch: Batch, slot: &mut 
                     .reply
                     .send(Err(Error::internal(format!("inference failed: {e}"))));
             }
-            return;
+            return BatchOutcome::Failed;
         }
     };
     let batch_size = jobs.len();
@@ -236,7 +257,7 @@ fn run_batch(session: &mut Session, variant: &Variant, batch: Batch, slot: &mut 
             for job in jobs {
                 let _ = job.reply.send(Err(Error::internal(e.clone())));
             }
-            return;
+            return BatchOutcome::Failed;
         }
     };
     for (job, row) in jobs.into_iter().zip(rows) {
@@ -256,6 +277,7 @@ fn run_batch(session: &mut Session, variant: &Variant, batch: Batch, slot: &mut 
         // The client may have gone meanwhile; that is not an error here.
         let _ = job.reply.send(output);
     }
+    BatchOutcome::Served
 }
 
 /// Builds the batch tensor and runs the session. A single request is fed from its own buffer without a copy.

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::{
     batching::{Batch, Batcher, ModelLoad, policy::BatchPolicy},
     config::ModelKnobs,
+    health::{HealthPolicy, ModelHealth},
     repository::Variant,
 };
 
@@ -36,6 +37,8 @@ pub struct Model {
     pub variant: Arc<Variant>,
     pub knobs: ModelKnobs,
     pub batcher: Batcher,
+    /// Fed by the model's threads, read by `/readyz` and gRPC health.
+    pub health: Arc<ModelHealth>,
 }
 
 impl Model {
@@ -85,11 +88,13 @@ pub fn environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
 }
 
 /// Loads `variant` with `knobs`: starts its threads, waits until every session is built and warmed, and
-/// starts its batcher. Must be called inside a tokio runtime (the batcher is a task); blocks while loading.
+/// starts its batcher. Its threads report their batches to its health, judged by `health`. Must be called
+/// inside a tokio runtime (the batcher is a task); blocks while loading.
 pub fn load_model(
     env: &Environment,
     variant: Variant,
     knobs: ModelKnobs,
+    health: HealthPolicy,
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Model> {
     let variant = Arc::new(variant);
@@ -118,8 +123,9 @@ pub fn load_model(
             Some(solo_tx)
         }
     };
+    let health = ModelHealth::new(health, threads.len());
     let mut started = Vec::new();
-    for plan in threads {
+    for (slot, plan) in threads.into_iter().enumerate() {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let context = instance::Context {
             env: env.clone(),
@@ -128,6 +134,8 @@ pub fn load_model(
             max_batch_size: knobs.max_batch_size,
             batches: plan.batches,
             load: load.clone(),
+            health: health.clone(),
+            health_slot: slot,
         };
         std::thread::Builder::new()
             .name(format!("model-{name}-{}", plan.label))
@@ -149,5 +157,6 @@ pub fn load_model(
         variant,
         knobs,
         batcher,
+        health,
     })
 }

@@ -193,10 +193,17 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "alive"})).into_response()
 }
 
+/// 200 when every model is loaded, warm and healthy; else 503 saying why, naming the unhealthy models.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let service = &state.service;
     if service.is_ready() {
-        return Json(json!({"status": "ready"})).into_response();
+        // Judged now, so a model thread stuck in a batch shows while it is stuck.
+        let unhealthy = crate::health::unhealthy(service);
+        if unhealthy.is_empty() {
+            return Json(json!({"status": "ready"})).into_response();
+        }
+        let body = json!({"status": "unhealthy", "models": unhealthy});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     let status = if service.is_draining() {
         "draining"
@@ -213,7 +220,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        crate::metrics::render(&state.metrics),
     )
         .into_response()
 }

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -77,7 +77,11 @@ pub fn reference_images() -> Vec<String> {
 /// Starts a server serving `models` with extra flags, in its own thread and runtime so that it outlives
 /// the per-test runtimes, and waits until it is ready (models loaded and warmed).
 pub fn start(models: &[&str], extra: &[&str]) -> TestServer {
-    let repo = repository();
+    start_in(&repository(), models, extra)
+}
+
+/// [`start`] on another model repository (a test that builds its own).
+pub fn start_in(repo: &Path, models: &[&str], extra: &[&str]) -> TestServer {
     for model in models {
         assert!(
             repo.join(model).join("config.json").is_file(),
