@@ -18,7 +18,7 @@
 //! Around it: [`config`] (clap flags/env, with CPU-sized defaults from [`cpus`] and
 //! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name), [`shutdown`] (signals and draining),
-//! [`sched`] (the CPU scheduling policy of the server's threads).
+//! [`sched`] (the CPU scheduling policy of the server's threads), [`malloc`] (the C allocator's arenas).
 pub mod batching;
 pub mod config;
 pub mod cpus;
@@ -27,6 +27,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod imaging;
+pub mod malloc;
 pub mod memory;
 pub mod metrics;
 pub mod options;

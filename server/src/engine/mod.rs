@@ -9,6 +9,7 @@
 //! that finds the model idle: one request at a time gets every CPU, while under load the instances' narrow
 //! sessions run side by side, which on a few cores keeps them busier than one wide session can.
 pub mod instance;
+pub mod sharing;
 
 use std::{
     path::Path,
@@ -118,6 +119,7 @@ pub fn load_model(
             Some(solo_tx)
         }
     };
+    let share = sharing::ModelShare::new(env, knobs.shared_arena)?;
     let mut started = Vec::new();
     for plan in threads {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -129,6 +131,7 @@ pub fn load_model(
             max_pixels: knobs.max_image_pixels,
             batches: plan.batches,
             load: load.clone(),
+            share: share.clone(),
         };
         std::thread::Builder::new()
             .name(format!("model-{name}-{}", plan.label))
