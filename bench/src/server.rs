@@ -91,6 +91,11 @@ impl Server {
         }
     }
 
+    /// The process id of a server started here.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn log_hint(&self) -> String {
         self.log
             .as_ref()
