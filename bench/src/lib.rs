@@ -18,6 +18,7 @@ pub mod bare;
 pub mod load;
 pub mod loopback;
 pub mod machine;
+pub mod memory;
 pub mod openloop;
 pub mod probe;
 pub mod procfs;

@@ -13,10 +13,14 @@
 //!    after it the server with one client over both protocols, so that the two latencies compared are
 //!    measured within seconds; the median of the rounds' ratios is reported.
 //!
+//! 4. memory ([`memory`]): the server's resident set after start and after load, for the default models and
+//!    for every variant, each case in a server of its own started after the rest (`--memory-only` runs
+//!    just this, `make memory`).
+//!
 //! The server is the release binary started with the benchmarked variants only ([`server`]), with the same
 //! flags from which the bare pipeline takes its intra-op threads. Prints a markdown report ([`report`]).
 
-use mobilenet_bench::{bare, load, machine, report, server};
+use mobilenet_bench::{bare, load, machine, memory, report, server};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,6 +91,15 @@ struct Args {
     http_url: Option<String>,
     #[arg(long, requires = "http_url")]
     grpc_url: Option<String>,
+    /// Seconds of load on each model in the memory section (half over HTTP, half over gRPC).
+    #[arg(long, default_value_t = 4.0)]
+    memory_load_secs: f64,
+    /// Run only the memory section (`make memory`).
+    #[arg(long, conflicts_with = "skip_memory")]
+    memory_only: bool,
+    /// Leave the memory section out.
+    #[arg(long)]
+    skip_memory: bool,
     /// libonnxruntime.so for the bare pipeline (the server reads the same variable).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     ort_dylib: Option<PathBuf>,
@@ -97,6 +110,12 @@ fn main() -> anyhow::Result<()> {
     // Taken before any work, so that the load average shows what else was running.
     let machine = machine::describe();
     let images = Arc::new(load::read_jpegs(&args.images)?);
+    let command: Vec<String> = std::env::args().collect();
+    if args.memory_only {
+        println!("Measured {machine}.\nCommand: `{}`.", command.join(" "));
+        print!("{}", memory_section(&args, &images)?);
+        return Ok(());
+    }
     let repository = Repository::load(&args.model_repository, &args.models).with_context(|| {
         format!(
             "model repository {} (run `make models`)",
@@ -108,6 +127,8 @@ fn main() -> anyhow::Result<()> {
         std::iter::once("mobilenet-serve".to_owned()).chain(args.server_arg.clone()),
     )
     .context("--server-arg")?;
+    // The bare pipeline allocates as the server does (the load generator's threads start later).
+    mobilenet_serve::malloc::limit_arenas(config.malloc_arenas)?;
     eprintln!(
         "{} images from {}, {} variants, {:.0} s per case",
         images.len(),
@@ -205,7 +226,6 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(reports)
     })?;
 
-    let command: Vec<String> = std::env::args().collect();
     println!("Measured {machine}.\nCommand: `{}`.", command.join(" "));
     print!(
         "{}",
@@ -217,7 +237,31 @@ fn main() -> anyhow::Result<()> {
             args.explore_rounds
         )
     );
+    if !args.skip_memory {
+        print!("{}", memory_section(&args, &images)?);
+    }
     Ok(())
+}
+
+/// The memory section: a server of its own per case, started after every other server has stopped.
+fn memory_section(args: &Args, images: &Arc<Vec<Bytes>>) -> anyhow::Result<String> {
+    let load_per_model = Duration::from_secs_f64(args.memory_load_secs);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs = Vec::new();
+    for case in memory::cases(&args.model_repository)? {
+        runs.push(runtime.block_on(memory::measure(
+            case,
+            &args.server_bin,
+            &args.model_repository,
+            &args.server_arg,
+            images,
+            args.concurrency,
+            load_per_model,
+        ))?);
+    }
+    Ok(memory::markdown(&runs, args.concurrency, load_per_model))
 }
 
 /// Opens the bare pipeline of one variant in the layout the server gives it.

@@ -564,6 +564,7 @@ mod tests {
             intra_op_threads: 1,
             solo_intra_op_threads: 2,
             decode_in_model_thread: true,
+            shared_arena: true,
         };
         let sequential = vec![run(Layout::Solo, 1, 100.0)];
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);

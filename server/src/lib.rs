@@ -20,8 +20,8 @@
 //! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
 //! [`shutdown`] (signals and draining),
-//! [`sched`] (the CPU scheduling policy of the server's threads), [`health`] (whether each model still
-//! serves, for `/readyz` and gRPC health).
+//! [`sched`] (the CPU scheduling policy of the server's threads), [`malloc`] (the C allocator's arenas),
+//! [`health`] (whether each model still serves, for `/readyz` and gRPC health).
 pub mod batching;
 pub mod config;
 pub mod cpus;
@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod imaging;
+pub mod malloc;
 pub mod memory;
 pub mod metrics;
 pub mod net;

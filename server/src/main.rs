@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    // Before any other thread exists, so that no thread has an arena of its own yet.
+    if let Err(e) = mobilenet_serve::malloc::limit_arenas(config.malloc_arenas) {
+        tracing::warn!(error = %e, "could not cap the malloc arenas; serving with glibc's default");
+    }
     // Before any other thread exists, so the runtime's, the model threads and ONNX Runtime's inherit it.
     if let Err(e) = sched::apply_to_current_thread(config.cpu_scheduling) {
         tracing::warn!(policy = ?config.cpu_scheduling, error = %e, "could not set the CPU scheduling policy; serving with the default");

@@ -13,6 +13,7 @@ use ort::{
 };
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
+use super::sharing::ModelShare;
 use crate::{
     batching::{Batch, Job, JobOutput, ModelLoad, Payload},
     error::Error,
@@ -33,12 +34,13 @@ pub struct Context {
     /// Where this thread reports each batch's start and outcome, in its own slot.
     pub health: Arc<ModelHealth>,
     pub health_slot: usize,
+    pub share: ModelShare,
 }
 
 /// Thread body: build and warm the session, report readiness, then serve until the queue closes.
 pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>) {
     let name = ctx.variant.config.name.clone();
-    let loaded = build_session(&ctx.env, &ctx.variant, ctx.intra_op_threads)
+    let loaded = build_session(&ctx.env, &ctx.variant, ctx.intra_op_threads, &ctx.share)
         .and_then(|mut s| warm_up(&mut s, &ctx.variant, ctx.max_batch_size).map(|_| s));
     let mut session = match loaded {
         Ok(session) => session,
@@ -78,10 +80,18 @@ pub fn build_session(
     env: &Environment,
     variant: &Variant,
     intra_op_threads: usize,
+    share: &ModelShare,
 ) -> anyhow::Result<Session> {
     let e = |e: ort::Error| anyhow::anyhow!("{}: {e}", variant.config.name);
-    let session = Session::builder(env)
-        .map_err(e)?
+    let mut builder = Session::builder(env).map_err(e)?;
+    // Kernels that repack their weights (QLinearConv, MatMul, Gemm, ...) store them once for the model.
+    builder = builder
+        .with_prepacked_weights(&share.prepacked)
+        .map_err(|err| e(err.into()))?;
+    if share.env_arena {
+        builder = builder.with_env_allocators().map_err(|err| e(err.into()))?;
+    }
+    let session = builder
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|err| e(err.into()))?
         .with_intra_threads(intra_op_threads)

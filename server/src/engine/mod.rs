@@ -9,6 +9,7 @@
 //! that finds the model idle: one request at a time gets every CPU, while under load the instances' narrow
 //! sessions run side by side, which on a few cores keeps them busier than one wide session can.
 pub mod instance;
+pub mod sharing;
 
 use std::{
     path::Path,
@@ -124,6 +125,7 @@ pub fn load_model(
         }
     };
     let health = ModelHealth::new(health, threads.len());
+    let share = sharing::ModelShare::new(env, knobs.shared_arena)?;
     let mut started = Vec::new();
     for (slot, plan) in threads.into_iter().enumerate() {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -136,6 +138,7 @@ pub fn load_model(
             load: load.clone(),
             health: health.clone(),
             health_slot: slot,
+            share: share.clone(),
         };
         std::thread::Builder::new()
             .name(format!("model-{name}-{}", plan.label))
