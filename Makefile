@@ -4,6 +4,7 @@
 #   make client-test   the client's tests against a real in-process server
 #   make loadtest      k6 load test (SCENARIO=constant|ramping|spike, DURATION=s); report in loadtest/results/
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
+#   make fuzz          cargo-afl fuzz targets, FUZZ_SECONDS each (default 60); fails on a crash or hang
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -72,6 +73,15 @@ bench: models
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
 		--images $(TEST_IMAGES) $(BENCH_ARGS)
+
+# --- fuzzing (docs/fuzzing.md) ------------------------------------------------------------------------------
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+export FUZZ_SECONDS
+
+# The venv's Pillow writes the crafted JPEG seeds; scripts/fuzz.sh installs cargo-afl when missing.
+fuzz: venv
+	PY=$(PY) scripts/fuzz.sh
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
 #   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)
