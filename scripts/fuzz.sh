@@ -64,9 +64,10 @@ timeout_ms() { [[ $1 == decode ]] && echo 5000 || echo 1000; }
 
 afl_stat() { sed -n "s/^$1 *: *//p" "$2"; }
 
-# Runs one input outside AFL (the targets read stdin then) under the same memory and time limits.
+# Runs one input outside AFL (the targets read stdin then) under the same memory limit, and twice AFL's
+# time limit: slack for a loaded machine, so that an input reported as slow is slow.
 replay() { # target input
-  (ulimit -v $((FUZZ_MEMORY_MB * 1024)); RUST_BACKTRACE=1 timeout "$(($(timeout_ms "$1") / 1000))" \
+  (ulimit -v $((FUZZ_MEMORY_MB * 1024)); RUST_BACKTRACE=1 timeout "$(($(timeout_ms "$1") * 2 / 1000))" \
     "$bin/$1" <"$2")
 }
 
@@ -77,11 +78,13 @@ for target in $FUZZ_TARGETS; do
   rm -rf "$out"
   # The seeds themselves first: AFL would only skip one that crashes or hangs, and they are the crafted
   # hostile cases.
+  bad_seeds=0
   for input in "$seeds/$target"/*; do
     replay "$target" "$input" >/dev/null 2>"$FUZZ_OUT/replay.err" && continue
     status=$?
-    failed=1
-    [[ $status == 124 ]] && what="still running after $(timeout_ms "$target") ms" || what="exit status $status"
+    failed=1 bad_seeds=$((bad_seeds + 1))
+    what="exit status $status"
+    [[ $status == 124 ]] && what="still running after $(($(timeout_ms "$target") * 2)) ms"
     echo "FINDING $target seed $input: $what"
     grep -m1 -v '^\s*$' "$FUZZ_OUT/replay.err" | sed 's/^/    /' || true
   done
@@ -97,10 +100,10 @@ for target in $FUZZ_TARGETS; do
   hangs=("$out"/default/hangs/id:*)
   [[ -e ${crashes[0]} ]] || crashes=()
   [[ -e ${hangs[0]} ]] || hangs=()
-  report+=("$(printf '%-13s %12s %9s %7s %16s %8s %6s' "$target" "$(afl_stat execs_done "$stats")" \
+  report+=("$(printf '%-13s %12s %9s %7s %16s %8s %10s %5s' "$target" "$(afl_stat execs_done "$stats")" \
     "$(afl_stat execs_per_sec "$stats")" "$(afl_stat corpus_count "$stats")" \
     "$(afl_stat edges_found "$stats")/$(afl_stat total_edges "$stats")" "$(afl_stat bitmap_cvg "$stats")" \
-    "${#crashes[@]}/${#hangs[@]}")")
+    "${#crashes[@]}/${#hangs[@]}" "$bad_seeds")")
   for input in "${crashes[@]}" "${hangs[@]}"; do
     failed=1
     echo "FINDING $target: $input"
@@ -114,7 +117,8 @@ for target in $FUZZ_TARGETS; do
 done
 
 echo
-printf '%-13s %12s %9s %7s %16s %8s %6s\n' target executions exec/s corpus edges bitmap crash/hang
+printf '%-13s %12s %9s %7s %16s %8s %10s %5s\n' target executions exec/s corpus edges bitmap crash/hang seeds
 printf '%s\n' "${report[@]}"
-echo "(${FUZZ_SECONDS}s per target; corpora and findings in $FUZZ_OUT)"
+echo "(${FUZZ_SECONDS}s per target; exec/s is the run's mean; crash/hang found by AFL, seeds: seeds that"
+echo " crashed or ran over twice the time limit on replay; corpora and findings in $FUZZ_OUT)"
 exit $failed
