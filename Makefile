@@ -7,6 +7,7 @@
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
 #   make memory        the server's RSS after start and after load, default models and all variants (docs/memory.md)
+#   make fuzz          cargo-afl fuzz targets, FUZZ_SECONDS each (default 60); fails on a crash or hang
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -104,6 +105,15 @@ memory: models
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
 		--images $(TEST_IMAGES) --memory-only $(BENCH_ARGS)
+
+# --- fuzzing (docs/fuzzing.md) ------------------------------------------------------------------------------
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+export FUZZ_SECONDS
+
+# The venv's Pillow writes the crafted JPEG seeds; scripts/fuzz.sh installs cargo-afl when missing.
+fuzz: venv
+	PY=$(PY) scripts/fuzz.sh
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
 #   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)

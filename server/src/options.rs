@@ -13,6 +13,15 @@ pub const DEFAULT_MAX_DETECTIONS: u32 = 100;
 const MAX_TOP_K: u32 = 1000;
 const MAX_DETECTIONS: u32 = 1000;
 
+/// A request's options once validated, from a query string or a gRPC message: which variant, the task's
+/// options, and (segmentation) whether the mask is wanted as PNG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestOptions {
+    pub selector: Selector,
+    pub task: TaskOptions,
+    pub png: bool,
+}
+
 fn bad(name: &'static str, reason: impl Into<String>) -> Error {
     Error::BadOption {
         name,

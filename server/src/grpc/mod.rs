@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
     error::Error,
-    options,
+    options::{self, RequestOptions},
     postprocess::TaskOptions,
     repository::Task,
     service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Service},
@@ -45,9 +45,46 @@ fn deadline<T>(request: &Request<T>) -> Option<Instant> {
     parse_grpc_timeout(timeout).map(|t| Instant::now() + t)
 }
 
-fn selector(selector: Option<pb::ModelSelector>) -> Result<crate::routing::Selector, Error> {
-    let s = selector.unwrap_or_default();
+fn selector(selector: &Option<pb::ModelSelector>) -> Result<crate::routing::Selector, Error> {
+    let s = selector.clone().unwrap_or_default();
     options::selector(Some(s.model), s.width, s.resolution, Some(s.precision))
+}
+
+// The request conversions, validated as HTTP validates its query string. Pure (no server needed), so the
+// fuzz target fuzz/src/bin/grpc_request.rs runs exactly what the handlers run.
+
+pub fn classify_options(r: &pb::ClassifyRequest) -> Result<RequestOptions, Error> {
+    Ok(RequestOptions {
+        selector: selector(&r.model)?,
+        task: options::classify(r.top_k)?,
+        png: false,
+    })
+}
+
+pub fn detect_options(r: &pb::DetectRequest) -> Result<RequestOptions, Error> {
+    Ok(RequestOptions {
+        task: options::detect(r.score_threshold, r.iou_threshold, r.max_detections)?,
+        selector: selector(&r.model)?,
+        png: false,
+    })
+}
+
+pub fn segment_options(r: &pb::SegmentRequest) -> Result<RequestOptions, Error> {
+    let png = match pb::MaskFormat::try_from(r.format) {
+        Ok(pb::MaskFormat::Rle) => false,
+        Ok(pb::MaskFormat::Png) => true,
+        Err(_) => {
+            return Err(Error::BadOption {
+                name: "format",
+                reason: format!("{} is not a MaskFormat", r.format),
+            });
+        }
+    };
+    Ok(RequestOptions {
+        selector: selector(&r.model)?,
+        task: TaskOptions::Segment,
+        png,
+    })
 }
 
 fn timings(answer: &Answer) -> Option<pb::Timings> {
@@ -91,16 +128,12 @@ impl GrpcService {
     }
 }
 
-fn base(
-    selector: crate::routing::Selector,
-    options: TaskOptions,
-    deadline: Option<Instant>,
-) -> InferRequest {
+fn base(options: RequestOptions, deadline: Option<Instant>) -> InferRequest {
     InferRequest {
         image: Default::default(),
-        selector,
-        options,
-        png: false,
+        selector: options.selector,
+        options: options.task,
+        png: options.png,
         deadline,
         protocol: Protocol::Grpc,
     }
@@ -114,7 +147,7 @@ impl Inference for GrpcService {
     ) -> Result<Response<pb::ClassifyResponse>, Status> {
         let deadline = deadline(&request);
         let r = request.into_inner();
-        let base = base(selector(r.model)?, options::classify(r.top_k)?, deadline);
+        let base = base(classify_options(&r)?, deadline);
         let answer = self.infer(Task::Classification, r.image, base).await?;
         let classes = match &answer.body {
             AnswerBody::Classes(c) => c
@@ -143,14 +176,8 @@ impl Inference for GrpcService {
     ) -> Result<Response<pb::DetectResponse>, Status> {
         let deadline = deadline(&request);
         let r = request.into_inner();
-        let opts = options::detect(r.score_threshold, r.iou_threshold, r.max_detections)?;
-        let answer = self
-            .infer(
-                Task::Detection,
-                r.image,
-                base(selector(r.model)?, opts, deadline),
-            )
-            .await?;
+        let base = base(detect_options(&r)?, deadline);
+        let answer = self.infer(Task::Detection, r.image, base).await?;
         let detections = match &answer.body {
             AnswerBody::Detections(d) => d
                 .iter()
@@ -180,22 +207,8 @@ impl Inference for GrpcService {
     ) -> Result<Response<pb::SegmentResponse>, Status> {
         let deadline = deadline(&request);
         let r = request.into_inner();
-        let png = match pb::MaskFormat::try_from(r.format) {
-            Ok(pb::MaskFormat::Rle) => false,
-            Ok(pb::MaskFormat::Png) => true,
-            Err(_) => {
-                return Err(Error::BadOption {
-                    name: "format",
-                    reason: format!("{} is not a MaskFormat", r.format),
-                }
-                .into());
-            }
-        };
-        let request = InferRequest {
-            png,
-            ..base(selector(r.model)?, TaskOptions::Segment, deadline)
-        };
-        let answer = self.infer(Task::Segmentation, r.image, request).await?;
+        let base = base(segment_options(&r)?, deadline);
+        let answer = self.infer(Task::Segmentation, r.image, base).await?;
         let (classes, mask) = match answer.body.clone() {
             AnswerBody::Segmentation { classes, mask } => (classes, mask),
             _ => return Err(Error::internal("segmentation answer expected").into()),

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use crate::{
     error::{Error, Result},
     net::body::Refused,
+    options::{self, RequestOptions},
+    postprocess::TaskOptions,
+    repository::Task,
 };
 
 /// Content types accepted as a raw image body.
@@ -118,6 +121,55 @@ fn body_error(e: axum::Error, limit: usize) -> Error {
         source = err.source();
     }
     Error::BadRequest(format!("could not read the body: {e}"))
+}
+
+const SELECTOR_KEYS: [&str; 4] = ["model", "width", "resolution", "precision"];
+
+/// The endpoint's options from its query string: unknown keys and out-of-range values are refused by name.
+/// Pure, so the fuzz targets (fuzz/) run exactly what the handlers run.
+pub fn options(task: Task, query: Option<&str>) -> Result<RequestOptions> {
+    let task_keys: &[&str] = match task {
+        Task::Classification => &["top_k"],
+        Task::Detection => &["score_threshold", "iou_threshold", "max_detections"],
+        Task::Segmentation => &["format"],
+    };
+    let allowed: Vec<&str> = SELECTOR_KEYS.iter().chain(task_keys).copied().collect();
+    let q = QueryOptions::parse(query, &allowed)?;
+    let selector = options::selector(
+        q.string("model"),
+        q.parsed("width")?,
+        q.parsed("resolution")?,
+        q.string("precision"),
+    )?;
+    let (task, png) = match task {
+        Task::Classification => (options::classify(q.parsed("top_k")?)?, false),
+        Task::Detection => (
+            options::detect(
+                q.parsed("score_threshold")?,
+                q.parsed("iou_threshold")?,
+                q.parsed("max_detections")?,
+            )?,
+            false,
+        ),
+        Task::Segmentation => {
+            let png = match q.string("format").as_deref() {
+                None | Some("json") => false,
+                Some("png") => true,
+                Some(other) => {
+                    return Err(Error::BadOption {
+                        name: "format",
+                        reason: format!("{other:?} is not json or png"),
+                    });
+                }
+            };
+            (TaskOptions::Segment, png)
+        }
+    };
+    Ok(RequestOptions {
+        selector,
+        task,
+        png,
+    })
 }
 
 /// Query-string options, parsed leniently into strings and then strictly into typed values.

@@ -9,18 +9,12 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{
-    AppState,
-    extract::{self, QueryOptions},
-};
+use super::{AppState, extract};
 use crate::{
     error::{Error, Result},
-    options,
     repository::Task,
     service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Timings},
 };
-
-const SELECTOR_KEYS: [&str; 4] = ["model", "width", "resolution", "precision"];
 
 pub async fn classify(state: State<AppState>, query: RawQuery, request: Request) -> Response {
     infer(state, Task::Classification, query, request)
@@ -46,53 +40,17 @@ async fn infer(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response> {
-    let task_keys: &[&str] = match task {
-        Task::Classification => &["top_k"],
-        Task::Detection => &["score_threshold", "iou_threshold", "max_detections"],
-        Task::Segmentation => &["format"],
-    };
     // Read before the body, which the extractor consumes; judged after it, because answering before the
     // upload is read would break the client's upload mid-way.
     let deadline = extract::deadline(request.headers());
     let image = extract::image(request, state.max_body_bytes).await?;
     let deadline = deadline?;
-    let allowed: Vec<&str> = SELECTOR_KEYS.iter().chain(task_keys).copied().collect();
-    let q = QueryOptions::parse(query.as_deref(), &allowed)?;
-    let selector = options::selector(
-        q.string("model"),
-        q.parsed("width")?,
-        q.parsed("resolution")?,
-        q.string("precision"),
-    )?;
-    let (task_options, png) = match task {
-        Task::Classification => (options::classify(q.parsed("top_k")?)?, false),
-        Task::Detection => (
-            options::detect(
-                q.parsed("score_threshold")?,
-                q.parsed("iou_threshold")?,
-                q.parsed("max_detections")?,
-            )?,
-            false,
-        ),
-        Task::Segmentation => {
-            let png = match q.string("format").as_deref() {
-                None | Some("json") => false,
-                Some("png") => true,
-                Some(other) => {
-                    return Err(Error::BadOption {
-                        name: "format",
-                        reason: format!("{other:?} is not json or png"),
-                    });
-                }
-            };
-            (crate::postprocess::TaskOptions::Segment, png)
-        }
-    };
+    let options = extract::options(task, query.as_deref())?;
     let request = InferRequest {
         image,
-        selector,
-        options: task_options,
-        png,
+        selector: options.selector,
+        options: options.task,
+        png: options.png,
         deadline,
         protocol: Protocol::Http,
     };

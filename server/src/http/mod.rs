@@ -1,6 +1,6 @@
 //! The HTTP/JSON API (README "HTTP API"): thin axum handlers that parse, call the shared
 //! [`Service`](crate::service::Service) and render JSON. Probes and `/metrics` live here too.
-mod extract;
+pub mod extract;
 mod handlers;
 
 use std::sync::Arc;
