@@ -52,7 +52,9 @@ build:
 run: models build
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-serve --model-repository $(MODEL_REPOSITORY)
 
+# The health tests' faulty graph is written by its script, not tracked (no model files in git).
 test: models-test
+	$(PY) server/tests/data/faulty_model.py
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 
 # --- client, load test and benchmark --------------------------------------------------------------------------

@@ -66,6 +66,11 @@ fn faulty_repository() -> PathBuf {
     let faulty = dir.join(FAULTY);
     std::fs::create_dir_all(&faulty).unwrap();
     let graph = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/faulty.onnx");
+    assert!(
+        graph.is_file(),
+        "{} is missing: `make test` writes it (.venv/bin/python server/tests/data/faulty_model.py)",
+        graph.display()
+    );
     std::fs::copy(&graph, faulty.join("model.onnx")).unwrap();
     std::fs::write(faulty.join("labels.txt"), "zero\none\ntwo\n").unwrap();
     let config = json!({
