@@ -560,11 +560,14 @@ mod tests {
             max_batch_size: 1,
             max_queue_delay: std::time::Duration::ZERO,
             queue_capacity: 1,
+            max_queue_wait: None,
             instances: 2,
             intra_op_threads: 1,
             solo_intra_op_threads: 2,
             decode_in_model_thread: true,
             shared_arena: true,
+            cpu_scheduling: mobilenet_serve::sched::CpuScheduling::Normal,
+            thread_nice: 0,
         };
         let sequential = vec![run(Layout::Solo, 1, 100.0)];
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);

@@ -77,6 +77,14 @@ pub struct Config {
     #[arg(long, env = "QUEUE_CAPACITY", default_value_t = 128)]
     pub queue_capacity: usize,
 
+    /// Longest expected queue wait (ms) a model admits a request into; beyond it the request is refused at once
+    /// with 429 / RESOURCE_EXHAUSTED (kind `overloaded`) instead of waiting behind a long queue. The wait is
+    /// predicted from the batches the model ran (seeded by the warm-up) and the requests ahead; it is never
+    /// less than one full batch's time, so admission does not keep a slow model from batching. A request
+    /// that would miss its own deadline is refused the same way. 0: admission by count only.
+    #[arg(long, env = "MAX_QUEUE_WAIT_MS", default_value_t = 100)]
+    pub max_queue_wait_ms: u64,
+
     /// ONNX Runtime sessions per model, each on its own thread, for every model. Default: from the model's
     /// `serving.sessions` in the repository, one per CPU for `per_cpu`, else 1. With as many as the CPUs,
     /// each gets one intra-op thread and a solo session (below) serves lone requests.
@@ -96,7 +104,7 @@ pub struct Config {
     pub solo_intra_op_threads: Option<usize>,
 
     /// Per-variant overrides, e.g. `mobilenet_v2_1.0_224:max_batch_size=16,instances=2`. Keys: max_batch_size,
-    /// max_queue_delay_ms, queue_capacity, instances, intra_op_threads,
+    /// max_queue_delay_ms, queue_capacity, max_queue_wait_ms, instances, intra_op_threads,
     /// solo_intra_op_threads, decode_in_model_thread (0 or 1). Repeat the flag, or separate with `;`.
     #[arg(long, env = "MODEL_OVERRIDES", value_delimiter = ';')]
     pub model_override: Vec<String>,
@@ -224,11 +232,18 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
 
-    /// Linux scheduling policy of every server thread (see the `sched` module): `batch` (SCHED_BATCH) keeps
-    /// network and decode wake-ups from preempting ONNX Runtime's intra-op threads mid-operator, which
-    /// raises throughput at saturation; `normal` is the kernel's default SCHED_OTHER.
+    /// Linux scheduling policy of the model threads and ONNX Runtime's (see the `sched` module): `batch`
+    /// (SCHED_BATCH) keeps their wake-ups from preempting each other's intra-op work mid-operator; `normal` is
+    /// the kernel's default SCHED_OTHER. The rest of the server always runs under SCHED_OTHER, so that a
+    /// socket's wake-up does preempt inference.
     #[arg(long, env = "CPU_SCHEDULING", value_enum, default_value_t = CpuScheduling::Batch)]
     pub cpu_scheduling: CpuScheduling,
+
+    /// Nice value (0 to 19) of the model threads and the ONNX Runtime threads they start. Above the rest of
+    /// the server's (0), so that under overload admission, refusals, health checks and scrapes get a CPU at
+    /// once instead of after an inference thread's time slice; inference still takes every idle cycle.
+    #[arg(long, env = "MODEL_THREAD_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub model_thread_nice: i32,
 
     /// Whether every ONNX Runtime session allocates from one CPU arena registered on the environment, instead
     /// of an arena per session. Each arena keeps the largest activations it ever held, so with one per session
@@ -255,6 +270,8 @@ pub struct ModelKnobs {
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
+    /// `--max-queue-wait-ms`; `None` admits by count only.
+    pub max_queue_wait: Option<Duration>,
     pub instances: usize,
     pub intra_op_threads: usize,
     /// 0: no solo session.
@@ -266,6 +283,9 @@ pub struct ModelKnobs {
     pub decode_in_model_thread: bool,
     /// `--ort-shared-arena`: the sessions allocate from the environment's arena.
     pub shared_arena: bool,
+    /// `--cpu-scheduling` and `--model-thread-nice`, for the model threads.
+    pub cpu_scheduling: CpuScheduling,
+    pub thread_nice: i32,
 }
 
 impl Config {
@@ -349,11 +369,14 @@ impl Config {
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
             queue_capacity: self.queue_capacity,
+            max_queue_wait: Config::optional(self.max_queue_wait_ms, Duration::from_millis),
             instances: 1,
             intra_op_threads: 1,
             solo_intra_op_threads: 0,
             decode_in_model_thread: false,
             shared_arena: self.ort_shared_arena,
+            cpu_scheduling: self.cpu_scheduling,
+            thread_nice: self.model_thread_nice,
         };
         for spec in &self.model_override {
             let Some((name, settings)) = spec.split_once(':') else {
@@ -371,6 +394,9 @@ impl Config {
                     "max_batch_size" => max_batch_size = Some(value as usize),
                     "max_queue_delay_ms" => knobs.max_queue_delay = Duration::from_millis(value),
                     "queue_capacity" => knobs.queue_capacity = value as usize,
+                    "max_queue_wait_ms" => {
+                        knobs.max_queue_wait = Config::optional(value, Duration::from_millis)
+                    }
                     "instances" => instances = Some(value as usize),
                     "intra_op_threads" => intra = Some(value as usize),
                     "solo_intra_op_threads" => solo = Some(value as usize),

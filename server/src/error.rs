@@ -50,6 +50,14 @@ pub enum Error {
     BadOption { name: &'static str, reason: String },
     #[error("model {model} is at capacity, retry later")]
     QueueFull { model: String },
+    #[error("{}", overloaded_message(model, *expected_wait_ms, *limit_ms, *deadline))]
+    Overloaded {
+        model: String,
+        expected_wait_ms: u64,
+        /// The queue-wait limit, or with `deadline` the time the request had left.
+        limit_ms: u64,
+        deadline: bool,
+    },
     #[error("the request deadline passed before it could be served")]
     DeadlineExceeded,
     #[error(
@@ -143,6 +151,12 @@ impl Error {
                 C::ResourceExhausted,
                 "queue_full",
             ),
+            // Refused before queueing, so the client may retry at once elsewhere; nothing was spent on it.
+            Error::Overloaded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::ResourceExhausted,
+                "overloaded",
+            ),
             Error::DeadlineExceeded => (
                 StatusCode::GATEWAY_TIMEOUT,
                 C::DeadlineExceeded,
@@ -220,3 +234,17 @@ fn image_memory_message(bytes: Option<u64>, limit: u64) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn overloaded_message(model: &str, expected_ms: u64, limit_ms: u64, deadline: bool) -> String {
+    if deadline {
+        format!(
+            "model {model} is busy: this request would wait about {expected_ms} ms in its queue and could not be \
+             answered within its deadline ({limit_ms} ms left); retry later or pick a smaller variant"
+        )
+    } else {
+        format!(
+            "model {model} is busy: this request would wait about {expected_ms} ms in its queue, over the limit \
+             of {limit_ms} ms; retry later or pick a smaller variant"
+        )
+    }
+}

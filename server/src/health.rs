@@ -285,7 +285,7 @@ pub async fn watch(service: Arc<Service>, reporter: HealthReporter) {
 /// health as any other. A full queue skips the probe: requests are reaching the model anyway.
 async fn probe(model: Arc<Model>) {
     let name = model.variant.config.name.as_str();
-    let Ok(permit) = model.batcher.try_admit() else {
+    let Ok(permit) = model.batcher.try_admit(None) else {
         metrics::record_probe(name, "queue_full");
         return;
     };

@@ -20,7 +20,7 @@
 //! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
 //! [`shutdown`] (signals and draining),
-//! [`sched`] (the CPU scheduling policy of the server's threads), [`malloc`] (the C allocator's arenas),
+//! [`sched`] (the CPU scheduling policy and priority of the model threads), [`malloc`] (the C allocator's arenas),
 //! [`health`] (whether each model still serves, for `/readyz` and gRPC health).
 pub mod batching;
 pub mod config;

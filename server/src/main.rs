@@ -1,10 +1,10 @@
-//! The `mobilenet-serve` binary: parse the configuration, set up logging and the threads' scheduling policy,
+//! The `mobilenet-serve` binary: parse the configuration, set up logging and the malloc arenas,
 //! bind, serve until SIGTERM/SIGINT.
 use clap::Parser;
 use mobilenet_serve::{
     Listeners,
     config::{Config, LogFormat},
-    sched, shutdown,
+    shutdown,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -20,10 +20,6 @@ fn main() -> std::process::ExitCode {
     // Before any other thread exists, so that no thread has an arena of its own yet.
     if let Err(e) = mobilenet_serve::malloc::limit_arenas(config.malloc_arenas) {
         tracing::warn!(error = %e, "could not cap the malloc arenas; serving with glibc's default");
-    }
-    // Before any other thread exists, so the runtime's, the model threads and ONNX Runtime's inherit it.
-    if let Err(e) = sched::apply_to_current_thread(config.cpu_scheduling) {
-        tracing::warn!(policy = ?config.cpu_scheduling, error = %e, "could not set the CPU scheduling policy; serving with the default");
     }
     let served = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

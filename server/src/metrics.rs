@@ -17,7 +17,8 @@ pub const BATCH_SIZE: &str = "mobilenet_batch_size";
 pub const SOLO_BATCHES_TOTAL: &str = "mobilenet_solo_batches_total";
 /// Requests waiting in a model's batcher, by `model`.
 pub const QUEUE_DEPTH: &str = "mobilenet_queue_depth";
-/// Requests refused at admission, by `model` and `reason` (queue_full).
+/// Requests refused at admission, by `model` and `reason`: `queue_full` (the count cap), `expected_wait` (over
+/// `--max-queue-wait-ms`), `deadline` (the wait would end past the deadline), `too_late` (the run alone would).
 pub const REJECTED_TOTAL: &str = "mobilenet_rejected_total";
 /// Admitted requests dropped before inference, by `model` and `reason` (cancelled, deadline_exceeded).
 pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";

@@ -211,7 +211,7 @@ impl Service {
         let model = router.select(task, &request.selector)?;
         let variant = model.variant.clone();
         *model_name = variant.config.name.clone();
-        let permit = model.batcher.try_admit()?;
+        let permit = model.batcher.try_admit(request.deadline)?;
 
         let decode_start = Instant::now();
         // The header alone, on the reactor: refuses what is over the limits before anything is allocated,

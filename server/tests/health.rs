@@ -47,6 +47,10 @@ fn server() -> &'static TestServer {
                 &failed,
                 "--failing-model-probe-secs",
                 &probe,
+                // The faulty model's slow runs would make admission refuse a second concurrent request as
+                // overloaded; these tests need both in flight, so admission counts requests only.
+                "--max-queue-wait-ms",
+                "0",
             ],
         )
     })

@@ -1,5 +1,5 @@
 //! Behaviour under load: concurrent requests are batched and all answered correctly (a bad image among them
-//! failing alone), a full queue is refused at once, a request whose client left is dropped before inference,
+//! failing alone), a full queue and a long expected wait are refused at once, a request whose client left is dropped before inference,
 //! `/metrics` exposes every series, and shutdown answers what it accepted. No assertion depends on timing.
 mod common;
 
@@ -16,7 +16,16 @@ fn server() -> &'static TestServer {
     SERVER.get_or_init(|| {
         start(
             &[MODEL],
-            &["--max-batch-size", "8", "--max-queue-delay-ms", "20"],
+            // 64 requests at once must all be served here, so admission counts requests only (the
+            // expected-wait limit has its own test below).
+            &[
+                "--max-batch-size",
+                "8",
+                "--max-queue-delay-ms",
+                "20",
+                "--max-queue-wait-ms",
+                "0",
+            ],
         )
     })
 }
@@ -96,16 +105,9 @@ async fn concurrent_requests_are_batched_and_all_correct() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_is_refused_at_once() {
-    // One place in the queue and batches of one: concurrent requests must overflow it.
-    static TINY: OnceLock<TestServer> = OnceLock::new();
-    let server = TINY.get_or_init(|| {
-        start(
-            &["mobilenet_v2_1.0_96"],
-            &["--queue-capacity", "1", "--max-batch-size", "1"],
-        )
-    });
+/// Rounds of 16 concurrent classifications (half HTTP, half gRPC) until both protocols saw a refusal and
+/// something was served; every HTTP refusal must be a 429 of `kind` with a Retry-After.
+async fn flood_until_refused(server: &TestServer, kind: &str) {
     let http = reqwest::Client::new();
     let grpc = server.grpc_client().await;
     let (mut http_refused, mut grpc_refused, mut served) = (0, 0, 0);
@@ -113,6 +115,7 @@ async fn full_queue_is_refused_at_once() {
         let mut tasks = Vec::new();
         for i in 0..16 {
             let (http, mut grpc, url) = (http.clone(), grpc.clone(), server.url("/v1/classify"));
+            let kind = kind.to_string();
             tasks.push(tokio::spawn(async move {
                 if i % 2 == 0 {
                     let r = http
@@ -126,7 +129,7 @@ async fn full_queue_is_refused_at_once() {
                         429 => {
                             assert!(r.headers().contains_key("retry-after"));
                             let body: serde_json::Value = r.json().await.unwrap();
-                            assert_eq!(body["kind"], "queue_full");
+                            assert_eq!(body["kind"], kind.as_str(), "{body}");
                             (1, 0, 0)
                         }
                         other => panic!("unexpected status {other}"),
@@ -156,6 +159,20 @@ async fn full_queue_is_refused_at_once() {
         http_refused > 0 && grpc_refused > 0 && served > 0,
         "refused http {http_refused}, grpc {grpc_refused}, served {served}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_refused_at_once() {
+    // One place in the queue and batches of one: concurrent requests must overflow it. With one place, no
+    // request ever waits behind another, so the expected-wait limit never refuses first.
+    static TINY: OnceLock<TestServer> = OnceLock::new();
+    let server = TINY.get_or_init(|| {
+        start(
+            &["mobilenet_v2_1.0_96"],
+            &["--queue-capacity", "1", "--max-batch-size", "1"],
+        )
+    });
+    flood_until_refused(server, "queue_full").await;
     let metrics = server.metrics().await;
     assert!(
         metric_value(
@@ -164,6 +181,30 @@ async fn full_queue_is_refused_at_once() {
             &[("model", "mobilenet_v2_1.0_96"), ("reason", "queue_full")]
         ) > 0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_expected_wait_is_refused_before_the_queue_is_full() {
+    // Room for 128, but a 1 ms wait limit (raised to one batch of one, a few ms): a request that finds
+    // several ahead of it must be refused at once, as overloaded, while the count cap is never reached.
+    static SHORT: OnceLock<TestServer> = OnceLock::new();
+    let server = SHORT.get_or_init(|| {
+        start(
+            &["mobilenet_v2_1.0_96"],
+            &["--max-queue-wait-ms", "1", "--max-batch-size", "1", "--instances", "1"],
+        )
+    });
+    flood_until_refused(server, "overloaded").await;
+    let metrics = server.metrics().await;
+    let rejected = |reason| {
+        metric_value(
+            &metrics,
+            "mobilenet_rejected_total",
+            &[("model", "mobilenet_v2_1.0_96"), ("reason", reason)],
+        )
+    };
+    assert!(rejected("expected_wait") > 0.0, "{metrics}");
+    assert_eq!(rejected("queue_full"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

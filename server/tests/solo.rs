@@ -37,6 +37,9 @@ async fn lone_requests_run_solo_and_concurrent_ones_on_the_instances() {
             "2",
             "--max-batch-size",
             "1",
+            // All 24 at once must be served, so admission counts requests only.
+            "--max-queue-wait-ms",
+            "0",
         ],
     );
     let http = reqwest::Client::new();

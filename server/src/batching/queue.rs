@@ -1,7 +1,8 @@
 //! The per-model queue: bounded admission at the edge, and an actor task that forms batches.
 //!
-//! A request first takes a semaphore permit ([`Batcher::try_admit`]); if none is free it is refused at once
-//! (429 / RESOURCE_EXHAUSTED) instead of queueing without bound. The permit travels with the job and is
+//! A request first takes a semaphore permit ([`Batcher::try_admit`]); if none is free, or if the requests
+//! already admitted would make it wait longer than the limit or past its deadline ([`latency`]), it is refused
+//! at once (429 / RESOURCE_EXHAUSTED) instead of queueing. The permit travels with the job and is
 //! released when the job is answered or dropped, so the capacity counts queued *and* running requests. The
 //! actor owns the waiting jobs, asks [`BatchPolicy`] what to do, skips cancelled and expired jobs, and sends
 //! closed batches to the model threads over a bounded channel.
@@ -17,6 +18,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use super::latency::{self, LatencyModel, WaitVerdict};
 use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
 use crate::{
     error::{Error, Result},
@@ -79,20 +81,35 @@ pub struct Batch {
     pub jobs: Vec<Job>,
 }
 
-/// Shared between the actor and the model threads: how many batches are handed over and not finished.
+/// Shared between admission, the actor and the model threads: how many batches are handed over and not
+/// finished, and what batches cost.
 pub struct ModelLoad {
     pub instances: usize,
     in_flight: AtomicUsize,
     finished: Notify,
+    latency: std::sync::Mutex<LatencyModel>,
 }
 
 impl ModelLoad {
-    pub fn new(instances: usize) -> Arc<ModelLoad> {
+    pub fn new(instances: usize, max_batch_size: usize) -> Arc<ModelLoad> {
         Arc::new(ModelLoad {
             instances,
             in_flight: AtomicUsize::new(0),
             finished: Notify::new(),
+            latency: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
         })
+    }
+
+    /// Called by a model thread with how long a batch of `size` kept it busy (the warm-up's too).
+    pub fn observe_batch(&self, size: usize, took: Duration) {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(size, took);
+    }
+
+    fn latency(&self) -> LatencyModel {
+        self.latency.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn state(&self) -> ModelState {
@@ -116,8 +133,22 @@ impl ModelLoad {
 #[derive(Clone)]
 pub struct Batcher {
     model: Arc<str>,
+    capacity: usize,
     permits: Arc<Semaphore>,
     jobs: mpsc::Sender<Job>,
+    load: Arc<ModelLoad>,
+    max_batch_size: usize,
+    max_queue_wait: Option<Duration>,
+}
+
+/// How a model's queue admits requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    /// Requests admitted (queued or running) at most: `--queue-capacity`.
+    pub capacity: usize,
+    /// The longest expected queue wait admitted (`--max-queue-wait-ms`), never less than one full batch;
+    /// `None` admits by count only.
+    pub max_queue_wait: Option<Duration>,
 }
 
 impl Batcher {
@@ -126,29 +157,68 @@ impl Batcher {
     pub fn start(
         model: &str,
         policy: BatchPolicy,
-        capacity: usize,
+        admission: Admission,
         load: Arc<ModelLoad>,
         dispatch: mpsc::Sender<Batch>,
         solo: Option<mpsc::Sender<Batch>>,
     ) -> Batcher {
         // The permits bound the channel's occupancy, so a send on it never waits.
+        let capacity = admission.capacity;
         let (jobs, rx) = mpsc::channel(capacity);
         let outlets = Outlets { dispatch, solo };
-        tokio::spawn(actor(model.into(), policy, rx, load, outlets));
+        tokio::spawn(actor(model.into(), policy, rx, load.clone(), outlets));
         Batcher {
             model: model.into(),
+            capacity,
             permits: Arc::new(Semaphore::new(capacity)),
             jobs,
+            load,
+            max_batch_size: policy.max_batch_size,
+            max_queue_wait: admission.max_queue_wait,
         }
     }
 
-    /// Takes a place in the queue, or refuses at once when the model is at capacity.
-    pub fn try_admit(&self) -> Result<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
+    /// Takes a place in the queue, or refuses at once: when the model is at capacity, when the requests
+    /// ahead would keep this one waiting past the limit, or when it could not be answered by `deadline`.
+    pub fn try_admit(&self, deadline: Option<Instant>) -> Result<OwnedSemaphorePermit> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             metrics::record_rejected(&self.model, "queue_full");
             Error::QueueFull {
                 model: self.model.to_string(),
             }
+        })?;
+        let Some(max_queue_wait) = self.max_queue_wait else {
+            return Ok(permit);
+        };
+        // This request's own permit is not ahead of it.
+        let ahead = self.capacity - self.permits.available_permits() - 1;
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let verdict = latency::judge(
+            &self.load.latency(),
+            ahead,
+            self.load.instances,
+            self.max_batch_size,
+            max_queue_wait,
+            remaining,
+        );
+        let (reason, expected, limit) = match verdict {
+            WaitVerdict::Admit => return Ok(permit),
+            WaitVerdict::TooLate => {
+                metrics::record_rejected(&self.model, "too_late");
+                return Err(Error::DeadlineExceeded);
+            }
+            WaitVerdict::OverLimit { expected, limit } => ("expected_wait", expected, limit),
+            WaitVerdict::PastDeadline {
+                expected,
+                remaining,
+            } => ("deadline", expected, remaining),
+        };
+        metrics::record_rejected(&self.model, reason);
+        Err(Error::Overloaded {
+            model: self.model.to_string(),
+            expected_wait_ms: expected.as_millis() as u64,
+            limit_ms: limit.as_millis() as u64,
+            deadline: reason == "deadline",
         })
     }
 

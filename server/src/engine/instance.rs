@@ -22,6 +22,7 @@ use crate::{
     metrics,
     postprocess::{self, Row, TaskOptions, Values},
     repository::{InputDtype, Layout, OutputSpec, Task, Variant},
+    sched::{self, CpuScheduling},
 };
 
 pub struct Context {
@@ -35,13 +36,22 @@ pub struct Context {
     pub health: Arc<ModelHealth>,
     pub health_slot: usize,
     pub share: ModelShare,
+    /// `--cpu-scheduling` and `--model-thread-nice`, set before the session exists so that ONNX Runtime's
+    /// threads inherit them.
+    pub cpu_scheduling: CpuScheduling,
+    pub thread_nice: i32,
 }
 
 /// Thread body: build and warm the session, report readiness, then serve until the queue closes.
 pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>) {
     let name = ctx.variant.config.name.clone();
+    if let Err(e) = sched::apply_to_current_thread(ctx.cpu_scheduling)
+        .and_then(|()| sched::lower_current_thread_priority(ctx.thread_nice))
+    {
+        tracing::warn!(model = %name, error = %e, "could not set the model thread's scheduling; serving with the default");
+    }
     let loaded = build_session(&ctx.env, &ctx.variant, ctx.intra_op_threads, &ctx.share)
-        .and_then(|mut s| warm_up(&mut s, &ctx.variant, ctx.max_batch_size).map(|_| s));
+        .and_then(|mut s| warm_up(&mut s, &ctx.variant, ctx.max_batch_size, &ctx.load).map(|_| s));
     let mut session = match loaded {
         Ok(session) => session,
         Err(e) => {
@@ -108,12 +118,22 @@ pub fn build_session(
 
 /// Runs a zeroed image through the whole path once, so the first real request is not the slow one and a
 /// broken config.json (wrong output names or shapes) fails at load instead of at the first request.
-fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> anyhow::Result<()> {
+///
+/// The runs after the first (which pays for first-run allocations) seed the model's latency estimate, so that
+/// admission by expected wait judges the first requests from this machine's figures.
+fn warm_up(
+    session: &mut Session,
+    variant: &Variant,
+    max_batch_size: usize,
+    load: &ModelLoad,
+) -> anyhow::Result<()> {
     let (data, options) = zero_input(variant);
     let name = &variant.config.name;
     // A single image, then two when batching is on: the second run proves the batch dimension really is
     // symbolic and that outputs split per request, at load rather than under the first concurrent load.
-    for batch in [1, max_batch_size.min(2)].into_iter().filter(|&b| b >= 1) {
+    // The last single image is timed, warm.
+    for (run, batch) in [1, max_batch_size.min(2), 1].into_iter().enumerate() {
+        let started = Instant::now();
         let inputs = vec![&data; batch];
         let outputs = run_session(session, variant, &inputs)
             .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
@@ -122,6 +142,9 @@ fn warm_up(session: &mut Session, variant: &Variant, max_batch_size: usize) -> a
         for row in &rows {
             postprocess::decode(&variant.config.output, &variant.labels, row, options)
                 .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
+        }
+        if run > 0 {
+            load.observe_batch(batch, started.elapsed());
         }
     }
     Ok(())
@@ -287,6 +310,8 @@ fn run_batch(
         // The client may have gone meanwhile; that is not an error here.
         let _ = job.reply.send(output);
     }
+    // How long the batch kept this thread, decoding and splitting included: what admission predicts from.
+    slot.load.observe_batch(batch_size, start.elapsed());
     BatchOutcome::Served
 }
 

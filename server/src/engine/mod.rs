@@ -20,7 +20,7 @@ use ort::environment::Environment;
 use tokio::sync::mpsc;
 
 use crate::{
-    batching::{Batch, Batcher, ModelLoad, policy::BatchPolicy},
+    batching::{Admission, Batch, Batcher, ModelLoad, policy::BatchPolicy},
     config::ModelKnobs,
     health::{HealthPolicy, ModelHealth},
     repository::Variant,
@@ -100,7 +100,7 @@ pub fn load_model(
 ) -> anyhow::Result<Model> {
     let variant = Arc::new(variant);
     let name = variant.config.name.clone();
-    let load = ModelLoad::new(knobs.instances);
+    let load = ModelLoad::new(knobs.instances, knobs.max_batch_size);
     let (dispatch, batches) = mpsc::channel::<Batch>(knobs.instances + 1);
     let batches = Arc::new(Mutex::new(batches));
     // A solo session is one more thread with a channel of its own: the batcher sends it the batches that
@@ -139,6 +139,8 @@ pub fn load_model(
             health: health.clone(),
             health_slot: slot,
             share: share.clone(),
+            cpu_scheduling: knobs.cpu_scheduling,
+            thread_nice: knobs.thread_nice,
         };
         std::thread::Builder::new()
             .name(format!("model-{name}-{}", plan.label))
@@ -155,7 +157,11 @@ pub fn load_model(
         max_queue_delay: knobs.max_queue_delay,
     };
     let _guard = runtime.enter();
-    let batcher = Batcher::start(&name, policy, knobs.queue_capacity, load, dispatch, solo);
+    let admission = Admission {
+        capacity: knobs.queue_capacity,
+        max_queue_wait: knobs.max_queue_wait,
+    };
+    let batcher = Batcher::start(&name, policy, admission, load, dispatch, solo);
     Ok(Model {
         variant,
         knobs,

@@ -1,0 +1,238 @@
+//! What one model's batches cost, learned online, and the queue wait a new request can expect.
+//!
+//! Admission by count alone (`--queue-capacity`) lets a request in that will wait a second behind a full queue;
+//! admission by expected wait refuses it at once instead, so the client can retry elsewhere or pick a smaller
+//! variant. The model threads report how long each batch kept them busy; the estimate is a decaying average
+//! per batch size, seeded by the warm-up so that the first requests are judged sensibly. Pure logic, no clock
+//! and no threads, so every rule is unit tested below.
+use std::time::Duration;
+
+/// Weight of the newest batch in the decaying averages: about the last ten batches count.
+const NEWEST_WEIGHT: f64 = 0.1;
+
+#[derive(Debug, Clone)]
+pub struct LatencyModel {
+    /// Seconds per image at each batch size (index 0 is batch 1), `None` until a batch of that size ran.
+    per_image: Vec<Option<f64>>,
+}
+
+impl LatencyModel {
+    pub fn new(max_batch_size: usize) -> LatencyModel {
+        LatencyModel {
+            per_image: vec![None; max_batch_size.max(1)],
+        }
+    }
+
+    /// A batch of `size` kept a model thread busy for `took` (decoding on the thread, running, splitting).
+    pub fn observe(&mut self, size: usize, took: Duration) {
+        let Some(slot) = size.checked_sub(1).and_then(|i| self.per_image.get_mut(i)) else {
+            return;
+        };
+        let sample = took.as_secs_f64() / size as f64;
+        *slot = Some(match *slot {
+            Some(avg) => avg + NEWEST_WEIGHT * (sample - avg),
+            None => sample,
+        });
+    }
+
+    /// Seconds per image at batch `size`: its own average, else the nearest smaller size's (batching makes
+    /// images cheaper, so that errs on the slow side), else the nearest larger size's.
+    fn per_image(&self, size: usize) -> Option<f64> {
+        let i = size.clamp(1, self.per_image.len()) - 1;
+        let smaller = self.per_image[..=i].iter().rev().flatten().next();
+        let larger = || self.per_image[i..].iter().flatten().next();
+        smaller.or_else(larger).copied()
+    }
+
+    /// How long a batch of `size` takes, once any batch has been seen.
+    pub fn batch_time(&self, size: usize) -> Option<Duration> {
+        self.per_image(size)
+            .map(|s| Duration::from_secs_f64(s * size.max(1) as f64))
+    }
+
+    /// Expected wait of a request that arrives with `ahead` requests admitted before it (queued or running),
+    /// served by `instances` sessions in batches of up to `max_batch_size`: the work ahead, at the per-image
+    /// cost of the batches it will form, shared by the instances. `None` before anything was observed.
+    pub fn expected_wait(
+        &self,
+        ahead: usize,
+        instances: usize,
+        max_batch_size: usize,
+    ) -> Option<Duration> {
+        if ahead == 0 {
+            return Some(Duration::ZERO);
+        }
+        let instances = instances.max(1);
+        let batch = ahead.div_ceil(instances).clamp(1, max_batch_size.max(1));
+        self.per_image(batch)
+            .map(|s| Duration::from_secs_f64(s * ahead as f64 / instances as f64))
+    }
+}
+
+/// Why admission by expected wait refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitVerdict {
+    Admit,
+    /// The wait would exceed the model's limit.
+    OverLimit { expected: Duration, limit: Duration },
+    /// Even with nothing ahead, the request's own batch would end past its deadline: no retry can help.
+    TooLate,
+    /// The wait and the request's own batch would end past its deadline.
+    PastDeadline {
+        expected: Duration,
+        remaining: Duration,
+    },
+}
+
+/// The admission rule. `limit` is `--max-queue-wait`, raised to one full batch's time so that admission never
+/// keeps a model from forming full batches; a model that has seen no batch yet admits everything (the count
+/// cap still holds). `remaining` is the time left before the request's deadline, if it has one.
+pub fn judge(
+    model: &LatencyModel,
+    ahead: usize,
+    instances: usize,
+    max_batch_size: usize,
+    limit: Duration,
+    remaining: Option<Duration>,
+) -> WaitVerdict {
+    let Some(expected) = model.expected_wait(ahead, instances, max_batch_size) else {
+        return WaitVerdict::Admit;
+    };
+    let own = model.batch_time(1).unwrap_or_default();
+    match remaining {
+        Some(remaining) if own > remaining => return WaitVerdict::TooLate,
+        Some(remaining) if expected + own > remaining => {
+            return WaitVerdict::PastDeadline {
+                expected,
+                remaining,
+            };
+        }
+        _ => {}
+    }
+    let limit = limit.max(model.batch_time(max_batch_size).unwrap_or_default());
+    if ahead > 0 && expected > limit {
+        return WaitVerdict::OverLimit { expected, limit };
+    }
+    WaitVerdict::Admit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        (a.as_secs_f64() - b.as_secs_f64()).abs() < 1e-6
+    }
+
+    #[test]
+    fn nothing_observed_predicts_nothing_and_admits() {
+        let m = LatencyModel::new(8);
+        assert_eq!(m.expected_wait(5, 1, 8), None);
+        assert_eq!(m.batch_time(1), None);
+        assert_eq!(judge(&m, 100, 1, 8, ms(100), Some(ms(1))), WaitVerdict::Admit);
+    }
+
+    #[test]
+    fn an_empty_queue_waits_nothing() {
+        let mut m = LatencyModel::new(1);
+        m.observe(1, ms(10));
+        assert_eq!(m.expected_wait(0, 2, 1), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_average_decays_towards_new_batches() {
+        let mut m = LatencyModel::new(1);
+        m.observe(1, ms(10));
+        assert!(close(m.batch_time(1).unwrap(), ms(10)));
+        m.observe(1, ms(20));
+        assert!(close(m.batch_time(1).unwrap(), ms(11)));
+        for _ in 0..100 {
+            m.observe(1, ms(20));
+        }
+        assert!((m.batch_time(1).unwrap().as_secs_f64() - 0.020).abs() < 1e-4);
+    }
+
+    #[test]
+    fn unseen_sizes_borrow_from_the_nearest_smaller_then_larger() {
+        let mut m = LatencyModel::new(8);
+        m.observe(2, ms(30)); // 15 ms per image
+        assert!(close(m.batch_time(8).unwrap(), ms(120)), "from batch 2");
+        assert!(close(m.batch_time(1).unwrap(), ms(15)), "from batch 2, the only one");
+        m.observe(1, ms(20));
+        assert!(close(m.batch_time(1).unwrap(), ms(20)));
+        assert!(close(m.batch_time(3).unwrap(), ms(45)), "batch 2's rate, not batch 1's");
+        // Sizes past the largest batch are the largest batch's.
+        assert!(close(m.batch_time(9).unwrap(), ms(135)));
+    }
+
+    #[test]
+    fn observations_of_impossible_sizes_are_ignored() {
+        let mut m = LatencyModel::new(2);
+        m.observe(0, ms(10));
+        m.observe(3, ms(10));
+        assert_eq!(m.batch_time(1), None);
+    }
+
+    #[test]
+    fn the_wait_is_the_work_ahead_shared_by_the_instances() {
+        let mut m = LatencyModel::new(1);
+        m.observe(1, ms(10));
+        assert!(close(m.expected_wait(4, 1, 1).unwrap(), ms(40)));
+        assert!(close(m.expected_wait(4, 2, 1).unwrap(), ms(20)));
+        // With batching, the work ahead runs at the batched rate.
+        let mut m = LatencyModel::new(8);
+        m.observe(1, ms(10));
+        m.observe(8, ms(40)); // 5 ms per image
+        assert!(close(m.expected_wait(16, 1, 8).unwrap(), ms(80)));
+        assert!(close(m.expected_wait(1, 1, 8).unwrap(), ms(10)));
+    }
+
+    #[test]
+    fn over_the_limit_is_refused_with_the_figures() {
+        let mut m = LatencyModel::new(1);
+        m.observe(1, ms(10));
+        assert_eq!(judge(&m, 9, 1, 1, ms(100), None), WaitVerdict::Admit);
+        assert_eq!(judge(&m, 10, 1, 1, ms(100), None), WaitVerdict::Admit, "at the limit");
+        assert_eq!(
+            judge(&m, 11, 1, 1, ms(100), None),
+            WaitVerdict::OverLimit {
+                expected: m.expected_wait(11, 1, 1).unwrap(),
+                limit: ms(100)
+            }
+        );
+    }
+
+    #[test]
+    fn the_limit_never_prevents_one_full_batch() {
+        // A slow model: one batch of 8 takes 1.6 s, far over a 100 ms limit; 8 waiting must still be allowed.
+        let mut m = LatencyModel::new(8);
+        m.observe(8, ms(1600));
+        assert_eq!(judge(&m, 8, 1, 8, ms(100), None), WaitVerdict::Admit);
+        assert!(matches!(
+            judge(&m, 9, 1, 8, ms(100), None),
+            WaitVerdict::OverLimit { limit, .. } if close(limit, ms(1600))
+        ));
+    }
+
+    #[test]
+    fn a_request_that_cannot_meet_its_deadline_is_refused() {
+        let mut m = LatencyModel::new(1);
+        m.observe(1, ms(50));
+        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(60))), WaitVerdict::Admit);
+        // Its own run alone is too long: not an overload, the deadline is.
+        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(40))), WaitVerdict::TooLate);
+        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(0))), WaitVerdict::TooLate);
+        // It could run alone in time, but not behind the one ahead: an overload, under the wait limit.
+        assert_eq!(
+            judge(&m, 1, 1, 1, ms(1000), Some(ms(90))),
+            WaitVerdict::PastDeadline {
+                expected: ms(50),
+                remaining: ms(90)
+            }
+        );
+    }
+}
