@@ -79,10 +79,10 @@ pub struct Config {
 
     /// Longest expected queue wait (ms) a model admits a request into; beyond it the request is refused at once
     /// with 429 / RESOURCE_EXHAUSTED (kind `overloaded`) instead of waiting behind a long queue. The wait is
-    /// predicted from the batches the model ran (seeded by the warm-up) and the requests ahead; it is never
-    /// less than one full batch's time, so admission does not keep a slow model from batching. A request
+    /// predicted from the batches the model ran (seeded by the warm-up) and the requests ahead; the limit is
+    /// never less than four rounds of full batches, so a slow model still queues and batches. A request
     /// that would miss its own deadline is refused the same way. 0: admission by count only.
-    #[arg(long, env = "MAX_QUEUE_WAIT_MS", default_value_t = 100)]
+    #[arg(long, env = "MAX_QUEUE_WAIT_MS", default_value_t = 200)]
     pub max_queue_wait_ms: u64,
 
     /// ONNX Runtime sessions per model, each on its own thread, for every model. Default: from the model's
@@ -196,6 +196,13 @@ pub struct Config {
     /// needs `ulimit -n` of at least twice this plus a few hundred.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: u32,
+
+    /// Length of each listener's accept queue (`listen(2)` backlog; the kernel caps it at
+    /// `net.core.somaxconn`, 4096 by default). Connections that arrive faster than the accept loop takes them
+    /// wait there; past it the kernel drops their SYNs and clients retry after a second. 4096 as Go's
+    /// listeners (somaxconn); std and tokio use 128, which a flood of new connections overflows.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
 
     /// Idle time (s) before the kernel probes a silent peer with TCP keepalive, on both listeners, so a
     /// client that vanished without closing does not hold its connection forever. 0 turns it off. Go

@@ -69,12 +69,11 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let backlog = config.listen_backlog;
         Ok(Listeners {
-            http: TcpListener::bind(config.http_addr)
-                .await
+            http: net::accept::listen(config.http_addr, backlog)
                 .with_context(|| format!("binding HTTP {}", config.http_addr))?,
-            grpc: TcpListener::bind(config.grpc_addr)
-                .await
+            grpc: net::accept::listen(config.grpc_addr, backlog)
                 .with_context(|| format!("binding gRPC {}", config.grpc_addr))?,
         })
     }
@@ -122,13 +121,14 @@ pub async fn run(
         max_body_bytes: config.max_body_bytes,
     })
     .layer(body_limits.layer());
-    let acceptor =
-        |listener| Acceptor::new(listener, config.max_connections, config.tcp_keepalive());
+    let acceptor = |listener, protocol| {
+        Acceptor::new(listener, config.max_connections, config.tcp_keepalive(), protocol)
+    };
     let timeouts = Timeouts {
         header: Duration::from_millis(config.header_read_timeout_ms),
         idle: Duration::from_millis(config.keep_alive_timeout_ms),
     };
-    let http = net::http1::serve(acceptor(listeners.http), app, timeouts, drain.clone());
+    let http = net::http1::serve(acceptor(listeners.http, "http"), app, timeouts, drain.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -160,7 +160,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(inference)
         .serve_with_incoming_shutdown(
-            net::grpc::incoming(acceptor(listeners.grpc), timeouts.header),
+            net::grpc::incoming(acceptor(listeners.grpc, "grpc"), timeouts.header),
             drain.wait(),
         );
     let serving = async {

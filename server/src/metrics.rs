@@ -31,6 +31,8 @@ pub const MODEL_INFO: &str = "mobilenet_model_info";
 pub const HEALTH_PROBES_TOTAL: &str = "mobilenet_health_probes_total";
 /// Inference requests inside the service (body read; decoding, queued or running), by `protocol`.
 pub const REQUESTS_IN_FLIGHT: &str = "mobilenet_requests_in_flight";
+/// Open client connections, by `protocol`: what `--max-connections` caps.
+pub const OPEN_CONNECTIONS: &str = "mobilenet_open_connections";
 
 // The process series the Prometheus client libraries export by default, read from /proc by `process`.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
@@ -69,6 +71,7 @@ pub fn install() -> PrometheusHandle {
             // Published at zero so that the series exist before the first request.
             for protocol in ["http", "grpc"] {
                 gauge!(REQUESTS_IN_FLIGHT, "protocol" => protocol).set(0.0);
+                gauge!(OPEN_CONNECTIONS, "protocol" => protocol).set(0.0);
             }
             handle
         })
@@ -114,6 +117,7 @@ fn describe() {
     );
     describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
     describe_gauge!(REQUESTS_IN_FLIGHT, "Inference requests being served");
+    describe_gauge!(OPEN_CONNECTIONS, "Open client connections, by protocol");
     describe_counter!(
         HEALTH_PROBES_TOTAL,
         "Probes sent to failing models, by outcome"
@@ -143,6 +147,24 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         gauge!(REQUESTS_IN_FLIGHT, "protocol" => self.protocol).decrement(1.0);
+    }
+}
+
+/// Counts one open connection in `mobilenet_open_connections` until dropped.
+pub struct OpenConnection {
+    protocol: &'static str,
+}
+
+impl OpenConnection {
+    pub fn start(protocol: &'static str) -> OpenConnection {
+        gauge!(OPEN_CONNECTIONS, "protocol" => protocol).increment(1.0);
+        OpenConnection { protocol }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!(OPEN_CONNECTIONS, "protocol" => self.protocol).decrement(1.0);
     }
 }
 

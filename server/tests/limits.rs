@@ -1,6 +1,6 @@
 //! Connections and time are bounded (issue 14, part 2) and request bodies are admitted by their bytes:
 //! half headers, slow bodies and idle keep-alive connections are cut off; the connection cap and the gRPC
-//! stream cap hold; the default deadline applies; the body budget answers 429 / RESOURCE_EXHAUSTED before
+//! stream cap hold and open connections are counted; the default deadline applies; the body budget answers 429 / RESOURCE_EXHAUSTED before
 //! reading a body. Each case also checks the server still serves a normal request afterwards.
 //!
 //! Raw TCP clients, because an HTTP library would not send half a header or hold a body open. Limits are
@@ -300,6 +300,43 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
     drop(open);
     drop(extra);
     classifies(&server).await;
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_counted_until_they_close() {
+    let server = start(&[CLASSIFIER], &[]);
+    let open = |page: &str, protocol| {
+        metric_value(page, "mobilenet_open_connections", &[("protocol", protocol)])
+    };
+    let before = open(&server.metrics().await, "http");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(&server.http).await;
+        stream.write_all(HEALTHZ).await.unwrap();
+        let answered = read_response(&mut stream, Duration::from_secs(10)).await;
+        assert_eq!(answered.map(|(s, _)| s), Some(200));
+        held.push(stream);
+    }
+    let grpc = server.grpc_client().await;
+    let page = server.metrics().await;
+    // The scrape's own connection may count too, and the earlier scrape's may not have closed yet.
+    assert!(open(&page, "http") >= before + 3.0, "{page}");
+    assert!(open(&page, "grpc") >= 1.0, "{page}");
+    drop(held);
+    drop(grpc);
+    let start = Instant::now();
+    loop {
+        let page = server.metrics().await;
+        if open(&page, "http") <= before + 1.0 && open(&page, "grpc") == 0.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "closed connections still counted:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.shutdown();
 }
 

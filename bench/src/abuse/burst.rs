@@ -32,6 +32,9 @@ pub struct Burst {
     /// Arrivals the generator could not send (its in-flight cap) or whose task failed.
     pub not_sent: usize,
     pub refusal_ms: Samples,
+    /// The refusals split by transport, to show where their time goes.
+    pub refusal_http_ms: Samples,
+    pub refusal_grpc_ms: Samples,
     pub served_ms: Samples,
     pub max_lag_ms: f64,
 }
@@ -39,7 +42,7 @@ pub struct Burst {
 impl Burst {
     pub fn describe(&self) -> String {
         format!(
-            "capacity {:.0}/s, burst {:.0}/s: {} sent, {} served (p50 {:.0} ms), {} refused (p99 {:.1} ms), {} bad{}, generator lag max {:.0} ms",
+            "capacity {:.0}/s, burst {:.0}/s: {} sent, {} served (p50 {:.0} ms), {} refused (p99 {:.1} ms; HTTP {:.1}, gRPC {:.1}), {} bad{}, generator lag max {:.0} ms",
             self.capacity,
             self.rate,
             self.sent,
@@ -47,6 +50,8 @@ impl Burst {
             self.served_ms.p50(),
             self.refused,
             self.refusal_ms.p99(),
+            self.refusal_http_ms.p99(),
+            self.refusal_grpc_ms.p99(),
             self.bad,
             if self.not_sent > 0 {
                 format!(", {} not sent", self.not_sent)
@@ -109,10 +114,11 @@ pub async fn burst(
         };
         let image = images[i as usize % images.len()].clone();
         async move {
-            client
+            let answer = client
                 .classify(image, &Selector::default(), &ClassifyOptions::default())
                 .await
-                .map(drop)
+                .map(drop);
+            (i % 2 == 0, answer)
         }
     })
     .await;
@@ -125,7 +131,8 @@ pub async fn burst(
     };
     for r in &run.records {
         b.max_lag_ms = b.max_lag_ms.max(r.lag.as_secs_f64() * 1e3);
-        match &r.result {
+        let (over_http, result) = &r.result;
+        match result {
             Ok(()) => {
                 b.served += 1;
                 b.served_ms.push(r.latency);
@@ -133,6 +140,10 @@ pub async fn burst(
             Err(e) if is_refusal(e) => {
                 b.refused += 1;
                 b.refusal_ms.push(r.latency);
+                match over_http {
+                    true => b.refusal_http_ms.push(r.latency),
+                    false => b.refusal_grpc_ms.push(r.latency),
+                }
             }
             Err(e) => {
                 b.bad += 1;

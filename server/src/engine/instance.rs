@@ -178,8 +178,19 @@ struct Ready {
     options: TaskOptions,
     enqueued: Instant,
     reply: oneshot::Sender<crate::error::Result<JobOutput>>,
-    // Held until the answer is sent: the model's capacity counts running requests too.
-    _permit: OwnedSemaphorePermit,
+    /// Held until the answer is ready: the model's capacity, and the requests admission counts ahead of a
+    /// new one, include running requests.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Ready {
+    /// Gives the queue place back, then answers. In this order, a client that sends its next request the
+    /// moment it has its answer never finds its own previous request still counted ahead of it.
+    fn answer(self, output: crate::error::Result<JobOutput>) {
+        drop(self.permit);
+        // The client may have gone meanwhile; that is not an error here.
+        let _ = self.reply.send(output);
+    }
 }
 
 /// Drops the jobs that should no longer run and prepares the encoded images of the rest, answering a job whose
@@ -205,6 +216,7 @@ fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
                 match prepared {
                     Ok(image) => image,
                     Err(e) => {
+                        drop(job._permit);
                         let _ = job.reply.send(Err(e));
                         continue;
                     }
@@ -217,7 +229,7 @@ fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
             options: job.options,
             enqueued: job.enqueued,
             reply: job.reply,
-            _permit: job._permit,
+            permit: job._permit,
         });
     }
     ready
@@ -276,9 +288,7 @@ fn run_batch(
         Err(e) => {
             tracing::error!(%model, error = %e, "inference failed");
             for job in jobs {
-                let _ = job
-                    .reply
-                    .send(Err(Error::internal(format!("inference failed: {e}"))));
+                job.answer(Err(Error::internal(format!("inference failed: {e}"))));
             }
             return BatchOutcome::Failed;
         }
@@ -288,7 +298,7 @@ fn run_batch(
         Ok(rows) => rows,
         Err(e) => {
             for job in jobs {
-                let _ = job.reply.send(Err(Error::internal(e.clone())));
+                job.answer(Err(Error::internal(e.clone())));
             }
             return BatchOutcome::Failed;
         }
@@ -307,8 +317,7 @@ fn run_batch(
             postprocess: post_start.elapsed(),
             batch_size,
         });
-        // The client may have gone meanwhile; that is not an error here.
-        let _ = job.reply.send(output);
+        job.answer(output);
     }
     // How long the batch kept this thread, decoding and splitting included: what admission predicts from.
     slot.load.observe_batch(batch_size, start.elapsed());

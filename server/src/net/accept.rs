@@ -8,12 +8,18 @@
 //! flood) and answer with a reset that well-behaved clients cannot tell from a crash. The permit travels
 //! with the connection and is returned when it closes, which also lets [`Acceptor::closed`] wait for every
 //! connection to end.
-use std::{io, sync::Arc, time::Duration};
+//!
+//! The listeners are bound here too ([`listen`]), with a listen backlog deep enough for a flood of new
+//! connections: with tokio's 128 the abuse suite's 5,000 half-open connections overflowed it, the kernel
+//! dropped SYNs, and a normal client's connection took the 1 s SYN retry.
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
+
+use crate::metrics::OpenConnection;
 
 /// A listener that hands out at most `max_connections` open connections at a time.
 pub struct Acceptor {
@@ -21,12 +27,20 @@ pub struct Acceptor {
     permits: Arc<Semaphore>,
     max_connections: u32,
     tcp_keepalive: Option<Duration>,
+    /// The `protocol` label of the open-connections gauge.
+    protocol: &'static str,
 }
 
 /// An accepted connection and its slot under the cap; dropping it frees the slot.
 pub struct Accepted {
     pub stream: TcpStream,
-    pub slot: OwnedSemaphorePermit,
+    pub slot: Slot,
+}
+
+/// A connection's place under the cap, counted in `mobilenet_open_connections` while it is held.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _open: OpenConnection,
 }
 
 impl Acceptor {
@@ -36,6 +50,7 @@ impl Acceptor {
         listener: TcpListener,
         max_connections: u32,
         tcp_keepalive: Option<Duration>,
+        protocol: &'static str,
     ) -> Acceptor {
         let max_connections = max_connections.max(1);
         Acceptor {
@@ -43,6 +58,7 @@ impl Acceptor {
             permits: Arc::new(Semaphore::new(max_connections as usize)),
             max_connections,
             tcp_keepalive,
+            protocol,
         }
     }
 
@@ -59,6 +75,10 @@ impl Acceptor {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
                     self.configure(&stream);
+                    let slot = Slot {
+                        _permit: slot,
+                        _open: OpenConnection::start(self.protocol),
+                    };
                     return Accepted { stream, slot };
                 }
                 Err(e) if is_connection_error(&e) => continue,
@@ -84,6 +104,19 @@ impl Acceptor {
     pub async fn closed(&self) {
         let _ = self.permits.acquire_many(self.max_connections).await;
     }
+}
+
+/// Binds `addr` with a listen backlog of `backlog` (tokio's `TcpListener::bind` always asks for 128).
+/// Must run inside the tokio runtime.
+pub fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std and tokio do: a restarted server can bind while old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Errors about one connection (it was reset before we accepted it), not about the listener.

@@ -15,12 +15,11 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::OwnedSemaphorePermit,
     time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::accept::{Accepted, Acceptor};
+use super::accept::{Accepted, Acceptor, Slot};
 
 /// Connections from `acceptor`, for `serve_with_incoming_shutdown`; never yields an error (accept errors
 /// are retried inside the acceptor).
@@ -41,7 +40,7 @@ pub fn incoming(
 
 pub struct GrpcConnection {
     stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
     /// Until the first bytes arrive.
     preface_timer: Option<Pin<Box<Sleep>>>,
 }
