@@ -52,9 +52,11 @@ build:
 run: models build
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-serve --model-repository $(MODEL_REPOSITORY)
 
-# The health tests' faulty graph is written by its script, not tracked (no model files in git).
+# The health tests' faulty graph is written by its script, not tracked (no model files in git); so are the
+# fidelity test's reference pixels (Pillow's pre-processing of every test image).
 test: models-test
 	$(PY) server/tests/data/faulty_model.py
+	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 
 # --- client, load test and benchmark --------------------------------------------------------------------------

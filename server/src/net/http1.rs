@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use super::{
     accept::{Accepted, Acceptor},
+    linger::{LINGER_TIME, Lingering},
     phase::{Activity, InFlight, Phase, Timeouts, Watched},
 };
 use crate::shutdown::Drain;
@@ -63,7 +64,10 @@ async fn connection(
         slot: _slot,
     } = accepted;
     let activity = Activity::new();
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let io = TokioIo::new(Lingering::new(
+        Watched::new(stream, activity.clone()),
+        LINGER_TIME,
+    ));
     let service = Tracked {
         app,
         activity: activity.clone(),
