@@ -13,6 +13,11 @@
 //!   it ([`Layout::InstancesInline`], what the server's model threads do with `decode_in_model_thread`).
 //!   The best of every layout and batch size is the throughput the server is compared with.
 //!
+//! And the engine's limit, with no decoding at all: [`Bare::measure_engine`] runs the same sessions in the
+//! same layout on input tensors prepared before the clock starts (ONNX Runtime and the post-processing only),
+//! the most the server could ever serve; [`Bare::measure_engine_single`] times one image at a time on the
+//! session a lone request runs on.
+//!
 //! Every thread of the pipeline, ONNX Runtime's included, runs under the server's `--cpu-scheduling` policy,
 //! as the server's threads do; the load generator on the main thread keeps the default.
 
@@ -165,16 +170,12 @@ impl Bare {
             Bare::infer(session, &bare.variant, bare.options, &[prepared])
         };
         one(self, 0)?;
-        let mut per_batch = Samples::default();
-        let start = Instant::now();
-        let mut i = 1;
-        while start.elapsed() < duration || per_batch.len() < 3 {
-            let t = Instant::now();
-            one(self, i)?;
-            per_batch.push(t.elapsed());
+        let mut i = 0;
+        let (per_batch, elapsed) = repeat_for(duration, || {
             i += 1;
-        }
-        let images_per_s = per_batch.len() as f64 / start.elapsed().as_secs_f64();
+            one(self, i)
+        })?;
+        let images_per_s = per_batch.len() as f64 / elapsed.as_secs_f64();
         Ok(BatchRun {
             layout: if self.solo.is_some() {
                 Layout::Solo
@@ -238,6 +239,7 @@ impl Bare {
             };
             let run = |session: &mut Session| -> anyhow::Result<(Samples, Duration)> {
                 Bare::infer(session, variant, options, &take()?)?;
+                // The batch is taken before its timer starts: waiting for decoders is not inference.
                 let mut per_batch = Samples::default();
                 let start = Instant::now();
                 while start.elapsed() < duration || per_batch.len() < 3 {
@@ -305,6 +307,110 @@ impl Bare {
             })
         })
     }
+}
+
+impl Bare {
+    /// `batch_size` images prepared in advance (cycling through `images`), the same batch for every run.
+    fn prepared_batch(&self, images: &[Bytes], batch_size: usize) -> anyhow::Result<Vec<Prepared>> {
+        (0..batch_size)
+            .map(|i| self.prepare(&images[i % images.len()]))
+            .collect()
+    }
+
+    /// The engine's throughput limit: one thread per session of `layout`, each running the same prepared
+    /// batch of `batch_size` over and over for about `duration` (after one untimed run each).
+    pub fn measure_engine(
+        &mut self,
+        layout: Layout,
+        images: &[Bytes],
+        batch_size: usize,
+        duration: Duration,
+    ) -> anyhow::Result<BatchRun> {
+        let scheduling = self.scheduling;
+        let batches = self
+            .sessions
+            .iter()
+            .map(|_| self.prepared_batch(images, batch_size))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (variant, options) = (&*self.variant, self.options);
+        let sessions: Vec<&mut Session> = match layout {
+            Layout::Instances | Layout::InstancesInline => self.sessions.iter_mut().collect(),
+            Layout::Solo => self.solo.iter_mut().collect(),
+        };
+        anyhow::ensure!(!sessions.is_empty(), "no session for {layout:?}");
+        under_policy(scheduling, || {
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = sessions
+                    .into_iter()
+                    .zip(&batches)
+                    .map(|(session, batch)| {
+                        scope.spawn(move || {
+                            Bare::infer(session, variant, options, batch)?;
+                            repeat_for(duration, || Bare::infer(session, variant, options, batch))
+                        })
+                    })
+                    .collect();
+                let mut total = BatchRun {
+                    layout,
+                    batch_size,
+                    images_per_s: 0.0,
+                    per_batch: Samples::default(),
+                };
+                for joined in runs {
+                    let (per_batch, elapsed) = joined
+                        .join()
+                        .map_err(|_| anyhow!("an engine thread panicked"))??;
+                    total.images_per_s +=
+                        (per_batch.len() * batch_size) as f64 / elapsed.as_secs_f64();
+                    total.per_batch.extend(per_batch);
+                }
+                Ok(total)
+            })
+        })
+    }
+
+    /// One prepared image at a time on the session a lone request runs on (the solo session if there is
+    /// one): the engine's single-image time.
+    pub fn measure_engine_single(
+        &mut self,
+        images: &[Bytes],
+        duration: Duration,
+    ) -> anyhow::Result<BatchRun> {
+        let batch = self.prepared_batch(images, 1)?;
+        let scheduling = self.scheduling;
+        let (variant, options) = (&*self.variant, self.options);
+        let (session, layout) = match self.solo.as_mut() {
+            Some(solo) => (solo, Layout::Solo),
+            None => (&mut self.sessions[0], Layout::Instances),
+        };
+        under_policy(scheduling, || {
+            Bare::infer(session, variant, options, &batch)?;
+            let (per_batch, elapsed) =
+                repeat_for(duration, || Bare::infer(session, variant, options, &batch))?;
+            Ok(BatchRun {
+                layout,
+                batch_size: 1,
+                images_per_s: per_batch.len() as f64 / elapsed.as_secs_f64(),
+                per_batch,
+            })
+        })
+    }
+}
+
+/// Runs `once` over and over for at least `duration` and three runs, timing each; returns the times and the
+/// whole loop's length.
+fn repeat_for(
+    duration: Duration,
+    mut once: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Samples, Duration)> {
+    let mut per_run = Samples::default();
+    let start = Instant::now();
+    while start.elapsed() < duration || per_run.len() < 3 {
+        let t = Instant::now();
+        once()?;
+        per_run.push(t.elapsed());
+    }
+    Ok((per_run, start.elapsed()))
 }
 
 /// Runs `work` on a thread of its own under `policy`, so the threads `work` creates inherit the policy.

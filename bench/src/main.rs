@@ -173,7 +173,7 @@ fn main() -> anyhow::Result<()> {
             }
             let (layout, batch_size) =
                 report::best_layout(&bare_runs).context("the exploration measured nothing")?;
-            let mut confirmed = Vec::new();
+            let (mut confirmed, mut engine, mut engine_single) = (Vec::new(), Vec::new(), Vec::new());
             // Bare and server runs alternate, so that a burst of background load hits one round of each
             // rather than all of one side.
             for round in 1..=args.rounds {
@@ -191,6 +191,18 @@ fn main() -> anyhow::Result<()> {
                     run.images_per_s
                 );
                 confirmed.push(run);
+                let limit = pipeline.measure_engine(
+                    layout,
+                    &images,
+                    batch_size,
+                    Duration::from_secs_f64(args.duration),
+                )?;
+                eprintln!(
+                    "  engine, tensors prepared in advance ({}, batch {batch_size}): {:.1} img/s",
+                    report::layout_name(layout),
+                    limit.images_per_s
+                );
+                engine.push(limit);
                 for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
                     let run = measure_server(
                         &server,
@@ -209,6 +221,13 @@ fn main() -> anyhow::Result<()> {
             // by round, so that the machine's drift does not enter the latency ratio.
             let mut sequential = Vec::new();
             for _ in 0..args.latency_rounds {
+                let single_engine = pipeline
+                    .measure_engine_single(&images, Duration::from_secs_f64(args.duration) / 2)?;
+                eprintln!(
+                    "  engine, one prepared image at a time: p50 {:.2} ms",
+                    single_engine.per_batch.p50()
+                );
+                engine_single.push(single_engine);
                 sequential.push(measure_sequential(&mut pipeline, &args, &images)?);
                 for (protocol, client) in [("HTTP", &http), ("gRPC", &grpc)] {
                     let run = measure_server(&server, client, &name, task, &args, &images, 1).await;
@@ -219,6 +238,8 @@ fn main() -> anyhow::Result<()> {
                 ModelReport::new(name, task, &knobs, config.decode_threads(), sequential);
             report.bare = bare_runs;
             report.confirmed = confirmed;
+            report.engine = engine;
+            report.engine_single = engine_single;
             report.saturated = saturated;
             report.single = single;
             reports.push(report);

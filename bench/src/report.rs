@@ -38,6 +38,10 @@ pub struct ModelReport {
     /// Every round over every protocol.
     pub saturated: Vec<ServerRun>,
     pub single: Vec<ServerRun>,
+    /// The engine's limit in each round: the confirmed layout and batch size on tensors prepared in advance.
+    pub engine: Vec<BatchRun>,
+    /// One prepared image at a time on the lone request's session, one run per latency round.
+    pub engine_single: Vec<BatchRun>,
 }
 
 /// The median of a case's rounds, and their range.
@@ -106,7 +110,36 @@ impl ModelReport {
             confirmed: Vec::new(),
             saturated: Vec::new(),
             single: Vec::new(),
+            engine: Vec::new(),
+            engine_single: Vec::new(),
         }
+    }
+
+    /// Server over the engine's limit for `protocol`, round by round (each round's server run over that
+    /// round's engine run).
+    fn engine_ratio(&self, protocol: &str) -> Option<Spread> {
+        let server = self.saturated.iter().filter(|s| s.protocol == protocol);
+        Spread::of(
+            server
+                .zip(&self.engine)
+                .map(|(s, e)| s.run.images_per_s / e.images_per_s),
+        )
+    }
+
+    /// One client's p50 over `protocol` against the engine's single-image p50, latency round by round.
+    fn engine_latency_ratio(&self, protocol: &str) -> Option<Spread> {
+        let single = self.single.iter().filter(|s| s.protocol == protocol);
+        Spread::of(
+            single
+                .zip(&self.engine_single)
+                .map(|(s, e)| s.run.latency.p50() / e.per_batch.p50()),
+        )
+    }
+
+    /// Issue 15's targets against the engine (throughput at least, one-client p50 at most), for the
+    /// classifiers; the other tasks are reported without one.
+    fn engine_targets(&self) -> Option<(f64, f64)> {
+        (self.task == Task::Classification).then_some((0.85, 1.5))
     }
 
     /// The overlapped bare pipeline's rounds in `layout` at batch size `b`.
@@ -385,6 +418,44 @@ pub fn markdown(
         }
         out.push_str(&format!("| {} | {} |\n", r.model, cells.join(" | ")));
     }
+    out.push_str(
+        "\n### Against the engine's limit (the same sessions, layout and batch size on input tensors prepared in \
+         advance: ONNX Runtime and post-processing only; each ratio per round, median and range)\n\n\
+         | variant | engine img/s | HTTP / engine | gRPC / engine | engine 1 image p50 ms | HTTP p50 / engine | gRPC p50 / engine | target |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let (Some(limit), Some(single)) = (
+            Spread::of(r.engine.iter().map(|e| e.images_per_s)),
+            Spread::of(r.engine_single.iter().map(|e| e.per_batch.p50())),
+        ) else {
+            continue;
+        };
+        let targets = r.engine_targets();
+        let show = |ratio: Option<Spread>, meets: &dyn Fn(f64) -> bool| {
+            ratio.map_or("-".to_string(), |x| {
+                format!(
+                    "{} ({:.3}–{:.3})",
+                    verdict(x.median, targets.is_none() || meets(x.median)),
+                    x.min,
+                    x.max
+                )
+            })
+        };
+        let at_least = |x: f64| targets.is_some_and(|(t, _)| x >= t);
+        let at_most = |x: f64| targets.is_some_and(|(_, t)| x <= t);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.model,
+            limit.show(rounds),
+            show(r.engine_ratio("HTTP"), &at_least),
+            show(r.engine_ratio("gRPC"), &at_least),
+            fmt(single.median),
+            show(r.engine_latency_ratio("HTTP"), &at_most),
+            show(r.engine_latency_ratio("gRPC"), &at_most),
+            targets.map_or("report only".to_string(), |(t, l)| format!("≥ {t:.2}, ≤ {l:.1}")),
+        ));
+    }
     out.push_str(&format!(
         "\n### Bare pipeline (img/s{}): one image at a time, and the exploration of decoding overlapped with inference by layout and batch size\n\n\
          | variant | sessions × intra-op / decode threads | sequential |",
@@ -518,6 +589,27 @@ mod tests {
         let table = markdown(&[report], 8, 5, 2, 2);
         assert!(table.contains("| 0.925 (0.900–0.950) |"), "{table}");
         assert!(table.contains("| **0.825** (0.800–0.850) |"), "{table}");
+    }
+
+    #[test]
+    fn engine_ratios_pair_rounds_and_only_classifiers_have_targets() {
+        let knobs = default_knobs();
+        let sequential = vec![run(Layout::Instances, 1, 10.0)];
+        let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);
+        report.engine = vec![run(Layout::Instances, 1, 200.0), run(Layout::Instances, 1, 100.0)];
+        report.saturated = vec![
+            server_run("HTTP", 160.0),
+            server_run("gRPC", 180.0),
+            server_run("HTTP", 90.0),
+            server_run("gRPC", 80.0),
+        ];
+        // Per round: HTTP 0.80 and 0.90, gRPC 0.90 and 0.80.
+        let http = report.engine_ratio("HTTP").unwrap();
+        assert!((http.median - 0.85).abs() < 1e-9, "{http:?}");
+        assert_eq!((http.min, http.max), (0.8, 0.9));
+        assert_eq!(report.engine_targets(), Some((0.85, 1.5)));
+        report.task = Task::Segmentation;
+        assert_eq!(report.engine_targets(), None);
     }
 
     fn one_image_at(ms: u64) -> crate::stats::Samples {
