@@ -147,8 +147,7 @@ pub struct Admission {
     /// Requests admitted (queued or running) at most: `--queue-capacity`.
     pub capacity: usize,
     /// The longest expected queue wait admitted (`--max-queue-wait-ms`), never less than four rounds of full
-    /// batches;
-    /// `None` admits by count only.
+    /// batches; `None` admits by count only.
     pub max_queue_wait: Option<Duration>,
 }
 
