@@ -173,7 +173,8 @@ fn main() -> anyhow::Result<()> {
             }
             let (layout, batch_size) =
                 report::best_layout(&bare_runs).context("the exploration measured nothing")?;
-            let (mut confirmed, mut engine, mut engine_single) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut confirmed, mut engine, mut engine_single) =
+                (Vec::new(), Vec::new(), Vec::new());
             // Bare and server runs alternate, so that a burst of background load hits one round of each
             // rather than all of one side.
             for round in 1..=args.rounds {

@@ -453,7 +453,9 @@ pub fn markdown(
             fmt(single.median),
             show(r.engine_latency_ratio("HTTP"), &at_most),
             show(r.engine_latency_ratio("gRPC"), &at_most),
-            targets.map_or("report only".to_string(), |(t, l)| format!("≥ {t:.2}, ≤ {l:.1}")),
+            targets.map_or("report only".to_string(), |(t, l)| format!(
+                "≥ {t:.2}, ≤ {l:.1}"
+            )),
         ));
     }
     out.push_str(&format!(
@@ -596,7 +598,10 @@ mod tests {
         let knobs = default_knobs();
         let sequential = vec![run(Layout::Instances, 1, 10.0)];
         let mut report = ModelReport::new("m".into(), Task::Classification, &knobs, 2, sequential);
-        report.engine = vec![run(Layout::Instances, 1, 200.0), run(Layout::Instances, 1, 100.0)];
+        report.engine = vec![
+            run(Layout::Instances, 1, 200.0),
+            run(Layout::Instances, 1, 100.0),
+        ];
         report.saturated = vec![
             server_run("HTTP", 160.0),
             server_run("gRPC", 180.0),

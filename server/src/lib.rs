@@ -122,13 +122,23 @@ pub async fn run(
     })
     .layer(body_limits.layer());
     let acceptor = |listener, protocol| {
-        Acceptor::new(listener, config.max_connections, config.tcp_keepalive(), protocol)
+        Acceptor::new(
+            listener,
+            config.max_connections,
+            config.tcp_keepalive(),
+            protocol,
+        )
     };
     let timeouts = Timeouts {
         header: Duration::from_millis(config.header_read_timeout_ms),
         idle: Duration::from_millis(config.keep_alive_timeout_ms),
     };
-    let http = net::http1::serve(acceptor(listeners.http, "http"), app, timeouts, drain.clone());
+    let http = net::http1::serve(
+        acceptor(listeners.http, "http"),
+        app,
+        timeouts,
+        drain.clone(),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -307,7 +307,11 @@ async fn the_connection_cap_holds_and_the_server_serves_after() {
 async fn open_connections_are_counted_until_they_close() {
     let server = start(&[CLASSIFIER], &[]);
     let open = |page: &str, protocol| {
-        metric_value(page, "mobilenet_open_connections", &[("protocol", protocol)])
+        metric_value(
+            page,
+            "mobilenet_open_connections",
+            &[("protocol", protocol)],
+        )
     };
     let before = open(&server.metrics().await, "http");
     let mut held = Vec::new();

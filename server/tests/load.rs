@@ -191,7 +191,14 @@ async fn a_long_expected_wait_is_refused_before_the_queue_is_full() {
     let server = SHORT.get_or_init(|| {
         start(
             &["mobilenet_v2_1.0_96"],
-            &["--max-queue-wait-ms", "1", "--max-batch-size", "1", "--instances", "1"],
+            &[
+                "--max-queue-wait-ms",
+                "1",
+                "--max-batch-size",
+                "1",
+                "--instances",
+                "1",
+            ],
         )
     });
     flood_until_refused(server, "overloaded").await;

@@ -77,21 +77,24 @@ impl Difference {
 fn resized_pixels_match_pillow() {
     let dir = reference_dir();
     let mut references: Vec<(String, u32, PathBuf)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run models/preprocess_reference.py",
-                dir.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("{}: {e}; run models/preprocess_reference.py", dir.display()))
         .filter_map(|entry| {
             let path = entry.ok()?.path();
-            let stem = path.file_name()?.to_str()?.strip_suffix(".rgb")?.to_string();
+            let stem = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".rgb")?
+                .to_string();
             let (image, side) = stem.rsplit_once('_')?;
             Some((image.to_string(), side.parse().ok()?, path))
         })
         .collect();
     references.sort();
-    assert!(!references.is_empty(), "no reference files in {}", dir.display());
+    assert!(
+        !references.is_empty(),
+        "no reference files in {}",
+        dir.display()
+    );
 
     let mut total = Difference::default();
     let mut rows = Vec::new();

@@ -80,7 +80,10 @@ impl LatencyModel {
 pub enum WaitVerdict {
     Admit,
     /// The wait would exceed the model's limit.
-    OverLimit { expected: Duration, limit: Duration },
+    OverLimit {
+        expected: Duration,
+        limit: Duration,
+    },
     /// Even with nothing ahead, the request's own batch would end past its deadline: no retry can help.
     TooLate,
     /// The wait and the request's own batch would end past its deadline.
@@ -140,7 +143,10 @@ mod tests {
         let m = LatencyModel::new(8);
         assert_eq!(m.expected_wait(5, 1, 8), None);
         assert_eq!(m.batch_time(1), None);
-        assert_eq!(judge(&m, 100, 1, 8, ms(100), Some(ms(1))), WaitVerdict::Admit);
+        assert_eq!(
+            judge(&m, 100, 1, 8, ms(100), Some(ms(1))),
+            WaitVerdict::Admit
+        );
     }
 
     #[test]
@@ -168,10 +174,16 @@ mod tests {
         let mut m = LatencyModel::new(8);
         m.observe(2, ms(30)); // 15 ms per image
         assert!(close(m.batch_time(8).unwrap(), ms(120)), "from batch 2");
-        assert!(close(m.batch_time(1).unwrap(), ms(15)), "from batch 2, the only one");
+        assert!(
+            close(m.batch_time(1).unwrap(), ms(15)),
+            "from batch 2, the only one"
+        );
         m.observe(1, ms(20));
         assert!(close(m.batch_time(1).unwrap(), ms(20)));
-        assert!(close(m.batch_time(3).unwrap(), ms(45)), "batch 2's rate, not batch 1's");
+        assert!(
+            close(m.batch_time(3).unwrap(), ms(45)),
+            "batch 2's rate, not batch 1's"
+        );
         // Sizes past the largest batch are the largest batch's.
         assert!(close(m.batch_time(9).unwrap(), ms(135)));
     }
@@ -203,7 +215,11 @@ mod tests {
         let mut m = LatencyModel::new(1);
         m.observe(1, ms(10));
         assert_eq!(judge(&m, 9, 1, 1, ms(100), None), WaitVerdict::Admit);
-        assert_eq!(judge(&m, 10, 1, 1, ms(100), None), WaitVerdict::Admit, "at the limit");
+        assert_eq!(
+            judge(&m, 10, 1, 1, ms(100), None),
+            WaitVerdict::Admit,
+            "at the limit"
+        );
         assert_eq!(
             judge(&m, 11, 1, 1, ms(100), None),
             WaitVerdict::OverLimit {
@@ -239,10 +255,19 @@ mod tests {
     fn a_request_that_cannot_meet_its_deadline_is_refused() {
         let mut m = LatencyModel::new(1);
         m.observe(1, ms(50));
-        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(60))), WaitVerdict::Admit);
+        assert_eq!(
+            judge(&m, 0, 1, 1, ms(100), Some(ms(60))),
+            WaitVerdict::Admit
+        );
         // Its own run alone is too long: not an overload, the deadline is.
-        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(40))), WaitVerdict::TooLate);
-        assert_eq!(judge(&m, 0, 1, 1, ms(100), Some(ms(0))), WaitVerdict::TooLate);
+        assert_eq!(
+            judge(&m, 0, 1, 1, ms(100), Some(ms(40))),
+            WaitVerdict::TooLate
+        );
+        assert_eq!(
+            judge(&m, 0, 1, 1, ms(100), Some(ms(0))),
+            WaitVerdict::TooLate
+        );
         // It could run alone in time, but not behind the one ahead: an overload, under the wait limit.
         assert_eq!(
             judge(&m, 1, 1, 1, ms(1000), Some(ms(90))),

@@ -109,7 +109,10 @@ impl ModelLoad {
     }
 
     fn latency(&self) -> LatencyModel {
-        self.latency.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn state(&self) -> ModelState {

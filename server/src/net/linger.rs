@@ -34,7 +34,10 @@ pub struct Lingering<IO> {
 enum Linger {
     Open,
     /// Our side is shut down; discarding until EOF, an error, the byte cap or the timer.
-    Draining { timer: Pin<Box<Sleep>>, discarded: u64 },
+    Draining {
+        timer: Pin<Box<Sleep>>,
+        discarded: u64,
+    },
     Done,
 }
 
