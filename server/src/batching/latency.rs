@@ -16,7 +16,7 @@ const NEWEST_WEIGHT: f64 = 0.1;
 /// image here); with it, eight clients of any model on this 2-CPU machine are served.
 const ROUNDS_ALWAYS_ADMITTED: u32 = 4;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LatencyModel {
     /// Seconds per image at each batch size (index 0 is batch 1), `None` until a batch of that size ran.
     per_image: Vec<Option<f64>>,

@@ -108,11 +108,9 @@ impl ModelLoad {
             .observe(size, took);
     }
 
-    fn latency(&self) -> LatencyModel {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Reads the latency model under its lock, without copying it (admission runs per request).
+    fn with_latency<T>(&self, read: impl FnOnce(&LatencyModel) -> T) -> T {
+        read(&self.latency.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn state(&self) -> ModelState {
@@ -196,32 +194,34 @@ impl Batcher {
         // This request's own permit is not ahead of it.
         let ahead = self.capacity - self.permits.available_permits() - 1;
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let verdict = latency::judge(
-            &self.load.latency(),
-            ahead,
-            self.load.instances,
-            self.max_batch_size,
-            max_queue_wait,
-            remaining,
-        );
-        let (reason, expected, limit) = match verdict {
+        let verdict = self.load.with_latency(|model| {
+            latency::judge(
+                model,
+                ahead,
+                self.load.instances,
+                self.max_batch_size,
+                max_queue_wait,
+                remaining,
+            )
+        });
+        let (reason, expected, limit, deadline) = match verdict {
             WaitVerdict::Admit => return Ok(permit),
             WaitVerdict::TooLate => {
                 metrics::record_rejected(&self.model, "too_late");
                 return Err(Error::DeadlineExceeded);
             }
-            WaitVerdict::OverLimit { expected, limit } => ("expected_wait", expected, limit),
+            WaitVerdict::OverLimit { expected, limit } => ("expected_wait", expected, limit, false),
             WaitVerdict::PastDeadline {
                 expected,
                 remaining,
-            } => ("deadline", expected, remaining),
+            } => ("deadline", expected, remaining, true),
         };
         metrics::record_rejected(&self.model, reason);
         Err(Error::Overloaded {
             model: self.model.to_string(),
             expected_wait_ms: expected.as_millis() as u64,
             limit_ms: limit.as_millis() as u64,
-            deadline: reason == "deadline",
+            deadline,
         })
     }
 
