@@ -25,6 +25,11 @@ pub fn describe() -> String {
 
 /// `YYYY-MM-DD HH:MM` from the system clock (civil-from-days, so no date crate is needed for one line).
 pub fn now_utc() -> String {
+    utc_with_seconds()[..16].to_owned()
+}
+
+/// `YYYY-MM-DD HH:MM:SS`.
+fn utc_with_seconds() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
@@ -39,15 +44,17 @@ pub fn now_utc() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         rem / 3600,
-        rem % 3600 / 60
+        rem % 3600 / 60,
+        rem % 60
     )
 }
 
-/// `YYYYMMDDTHHMMZ`: the time as a file-name stamp for the tools' result files.
+/// `YYYYMMDDTHHMMSSZ`: the time as a file-name stamp for the tools' result files (with seconds, because
+/// two short runs in one minute must not overwrite each other's report).
 pub fn stamp_utc() -> String {
-    let t = now_utc();
+    let t = utc_with_seconds();
     format!("{}T{}Z", t[..10].replace('-', ""), t[11..].replace(':', ""))
 }
 
@@ -59,7 +66,7 @@ mod tests {
         assert_eq!(s.len(), 16, "{s}");
         assert!(s.starts_with("20"), "{s}");
         let stamp = super::stamp_utc();
-        assert_eq!(stamp.len(), 14, "{stamp}");
+        assert_eq!(stamp.len(), 16, "{stamp}");
         assert!(
             stamp.ends_with('Z') && stamp.as_bytes()[8] == b'T',
             "{stamp}"

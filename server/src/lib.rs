@@ -143,11 +143,17 @@ pub async fn run(
         .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let inference = body_limits.layer().layer(
-        InferenceServer::new(GrpcService {
-            service: service.clone(),
-        })
-        .max_decoding_message_size(config.max_body_bytes),
+    // Outermost, so that a call refused from its head holds none of the body budget.
+    let head_admission = grpc::head::HeadAdmissionLayer {
+        service: service.clone(),
+    };
+    let inference = head_admission.layer(
+        body_limits.layer().layer(
+            InferenceServer::new(GrpcService {
+                service: service.clone(),
+            })
+            .max_decoding_message_size(config.max_body_bytes),
+        ),
     );
     // HTTP/2's defaults (16 KiB frames, 1 MiB of window per connection) cut a 600 KB photo into ~40 frames
     // read one syscall each, and stall 8 concurrent uploads on one connection for window updates. Larger

@@ -160,6 +160,61 @@ impl Service {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Refuses a request from its head alone, before its body is read, when admission would refuse it
+    /// now: the model `selector` picks, or with no selector (gRPC carries it in the body) every model of
+    /// the task, because then whichever it names would refuse it too. Everything else (no models yet, a
+    /// selector that matches nothing) is left to [`infer`](Self::infer), which answers with the body read.
+    /// A refusal is counted like any request.
+    pub fn refuse_from_head(
+        &self,
+        task: Task,
+        selector: Option<&Selector>,
+        deadline: Option<Instant>,
+        protocol: Protocol,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let Some(router) = self.router.get() else {
+            return Ok(());
+        };
+        let deadline = deadline.or_else(|| self.default_timeout.map(|t| start + t));
+        let refusal = match selector {
+            Some(selector) => match router.select(task, selector) {
+                Ok(model) => model.batcher.would_refuse(deadline),
+                Err(_) => None,
+            },
+            None => {
+                let mut first = None;
+                let of_task = router
+                    .models()
+                    .iter()
+                    .filter(|m| m.variant.config.task == task);
+                for model in of_task {
+                    match model.batcher.would_refuse(deadline) {
+                        None => return Ok(()),
+                        Some(refusal) => {
+                            first.get_or_insert(refusal);
+                        }
+                    }
+                }
+                first
+            }
+        };
+        let Some(refusal) = refusal else {
+            return Ok(());
+        };
+        let model = refusal.model.clone();
+        let error = refusal.record();
+        metrics::record_request(
+            &model,
+            task.as_str(),
+            protocol.as_str(),
+            error.parts().kind,
+            start.elapsed(),
+            None,
+        );
+        Err(error)
+    }
+
     /// Serves one request and records it in the metrics, whatever the outcome.
     pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();

@@ -325,10 +325,10 @@ async fn repository_serving_hints_set_the_layout() {
         metric_value(&metrics, "mobilenet_model_info", &labels)
     };
     // manifest.toml: per_cpu for the classifiers (batches of 1 float, 8 int8) and the detector (1), shared
-    // with batches of up to 8 for the 513 segmenter; no hints for the 257 segmenter.
+    // with batches of up to 2 for the segmenters (their memory under load, docs/memory.md).
     assert_eq!(layout(CLASSIFIERS[0], "1", &cpus), 1.0, "{metrics}");
     assert_eq!(layout(CLASSIFIERS[1], "8", &cpus), 1.0, "{metrics}");
     assert_eq!(layout(DETECTOR, "1", &cpus), 1.0, "{metrics}");
-    assert_eq!(layout(SEGMENTERS[0].0, "8", "1"), 1.0, "{metrics}");
-    assert_eq!(layout(SEGMENTERS[1].0, "8", "1"), 1.0, "{metrics}");
+    assert_eq!(layout(SEGMENTERS[0].0, "2", "1"), 1.0, "{metrics}");
+    assert_eq!(layout(SEGMENTERS[1].0, "2", "1"), 1.0, "{metrics}");
 }

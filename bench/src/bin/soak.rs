@@ -26,9 +26,12 @@ struct Args {
     /// The load, as a fraction of the measured capacity.
     #[arg(long, env = "SOAK_FRACTION", default_value_t = 0.8)]
     fraction: f64,
-    /// Seconds of the closed-loop capacity pre-run ...
-    #[arg(long, default_value_t = 8.0)]
+    /// Seconds of each closed-loop capacity pre-run ...
+    #[arg(long, default_value_t = 5.0)]
     capacity_secs: f64,
+    /// ... of which there are this many, the median taken ...
+    #[arg(long, default_value_t = 3)]
+    capacity_rounds: usize,
     /// ... at this many concurrent clients.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -110,18 +113,23 @@ fn main() -> anyhow::Result<()> {
         eprintln!("waiting for the server at {} / {}", server.http_url, server.grpc_url);
         server.wait_ready(Duration::from_secs(300)).await?;
         let mixer = Mixer::connect(&server.http_url, &server.grpc_url, images.clone()).await?;
-        let capacity =
-            soak::capacity(&mixer, args.concurrency, Duration::from_secs_f64(args.capacity_secs)).await?;
+        let (capacity, readings) = soak::median_capacity(
+            &mixer,
+            args.concurrency,
+            Duration::from_secs_f64(args.capacity_secs),
+            args.capacity_rounds,
+        )
+        .await?;
         let rate = capacity * args.fraction;
         eprintln!(
-            "capacity {capacity:.1} req/s (mix of {} kinds); soaking at {rate:.1} req/s for {:.0} s",
+            "capacity {capacity:.1} req/s (median of {readings:.1?}; mix of {} kinds); soaking at {rate:.1} req/s for {:.0} s",
             soak::MIX.len(),
             args.seconds
         );
         let soak = soak::soak(
             &mixer,
             pid,
-            capacity,
+            (capacity, readings),
             rate,
             Duration::from_secs_f64(args.seconds),
             Duration::from_secs_f64(args.rss_period_secs),

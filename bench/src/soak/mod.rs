@@ -2,8 +2,9 @@
 //! see what only time shows: memory that creeps up, errors that appear after thousands of requests, a
 //! latency that drifts.
 //!
-//! 1. A short closed-loop pre-run measures the capacity of the mix: every task (classify, detect,
-//!    segment) over both protocols in turn, real JPEGs from `TEST_IMAGES`.
+//! 1. Short closed-loop pre-runs measure the capacity of the mix: every task (classify, detect, segment)
+//!    over both protocols in turn, real JPEGs from `TEST_IMAGES`. The median of three readings is taken,
+//!    because on a shared VM one reading can be 20% high, and 80% of a high reading is an overload.
 //! 2. The soak sends the same mix open-loop ([`crate::openloop`]) at `fraction` of that capacity (80% by
 //!    default) for the whole duration, while [`crate::procfs`] samples the server's RSS every few seconds.
 //! 3. [`report`] turns it into figures: RSS after warm-up (the median of the second tenth of the run) and
@@ -141,8 +142,35 @@ pub async fn capacity(
     Ok(done as f64 / duration.as_secs_f64())
 }
 
+/// The median of `rounds` readings of [`capacity`], and the readings in the order taken.
+pub async fn median_capacity(
+    mixer: &Mixer,
+    concurrency: usize,
+    duration: Duration,
+    rounds: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let mut readings = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        readings.push(capacity(mixer, concurrency, duration).await?);
+    }
+    Ok((median(&readings), readings))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
 pub struct Soak {
     pub capacity: f64,
+    /// Every pre-run reading, of which `capacity` is the median.
+    pub capacity_readings: Vec<f64>,
     pub rate: f64,
     pub duration: Duration,
     pub run: openloop::Run<Result<(), String>>,
@@ -153,7 +181,7 @@ pub struct Soak {
 pub async fn soak(
     mixer: &Mixer,
     pid: u32,
-    capacity: f64,
+    (capacity, capacity_readings): (f64, Vec<f64>),
     rate: f64,
     duration: Duration,
     rss_period: Duration,
@@ -163,9 +191,22 @@ pub async fn soak(
     let run = openloop::run(rate, duration, MAX_IN_FLIGHT, |i| mixer.request(i)).await;
     Soak {
         capacity,
+        capacity_readings,
         rate,
         duration,
         run,
         rss: sampler.stop(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_ignores_one_high_reading() {
+        assert_eq!(median(&[40.0, 51.0, 41.0]), 41.0);
+        assert_eq!(median(&[40.0, 42.0]), 41.0);
+        assert_eq!(median(&[7.0]), 7.0);
     }
 }

@@ -138,10 +138,16 @@ pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]
     let show = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.0} MiB", mib(b)));
     out.push_str("| figure | value | goal |\n|---|---|---|\n");
     out.push_str(&format!(
-        "| load | {:.1} req/s open loop ({:.0}% of the measured {:.1} req/s) for {:.0} s |  |\n",
+        "| load | {:.1} req/s open loop ({:.0}% of the measured {:.1} req/s, the median of {}) for {:.0} s |  |\n",
         soak.rate,
         soak.rate / soak.capacity * 100.0,
         soak.capacity,
+        soak
+            .capacity_readings
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         soak.duration.as_secs_f64()
     ));
     out.push_str(&format!(
@@ -209,6 +215,7 @@ mod tests {
     fn soak(records: Vec<(u64, Result<(), String>)>, rss: Vec<(u64, u64)>) -> Soak {
         Soak {
             capacity: 10.0,
+            capacity_readings: vec![10.0],
             rate: 8.0,
             duration: Duration::from_secs(100),
             run: Run {

@@ -182,17 +182,44 @@ impl Batcher {
     /// Takes a place in the queue, or refuses at once: when the model is at capacity, when the requests
     /// ahead would keep this one waiting past the limit, or when it could not be answered by `deadline`.
     pub fn try_admit(&self, deadline: Option<Instant>) -> Result<OwnedSemaphorePermit> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
-            metrics::record_rejected(&self.model, "queue_full");
-            Error::QueueFull {
-                model: self.model.to_string(),
-            }
-        })?;
-        let Some(max_queue_wait) = self.max_queue_wait else {
-            return Ok(permit);
-        };
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.queue_full())
+            .map_err(Refusal::record)?;
         // This request's own permit is not ahead of it.
         let ahead = self.capacity - self.permits.available_permits() - 1;
+        match self.judge_wait(ahead, deadline) {
+            Some(refusal) => Err(refusal.record()),
+            None => Ok(permit),
+        }
+    }
+
+    /// What [`try_admit`](Self::try_admit) would answer now, without taking a place: for refusing a
+    /// request from its head, before its body is read. Records nothing; the caller records the refusal
+    /// it acts on.
+    pub fn would_refuse(&self, deadline: Option<Instant>) -> Option<Refusal> {
+        let free = self.permits.available_permits();
+        if free == 0 {
+            return Some(self.queue_full());
+        }
+        self.judge_wait(self.capacity - free, deadline)
+    }
+
+    fn queue_full(&self) -> Refusal {
+        Refusal {
+            model: self.model.clone(),
+            reason: "queue_full",
+            error: Error::QueueFull {
+                model: self.model.to_string(),
+            },
+        }
+    }
+
+    /// The refusal of a request with `ahead` requests queued before it, if the expected wait refuses it.
+    fn judge_wait(&self, ahead: usize, deadline: Option<Instant>) -> Option<Refusal> {
+        let max_queue_wait = self.max_queue_wait?;
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let verdict = self.load.with_latency(|model| {
             latency::judge(
@@ -205,10 +232,13 @@ impl Batcher {
             )
         });
         let (reason, expected, limit, deadline) = match verdict {
-            WaitVerdict::Admit => return Ok(permit),
+            WaitVerdict::Admit => return None,
             WaitVerdict::TooLate => {
-                metrics::record_rejected(&self.model, "too_late");
-                return Err(Error::DeadlineExceeded);
+                return Some(Refusal {
+                    model: self.model.clone(),
+                    reason: "too_late",
+                    error: Error::DeadlineExceeded,
+                });
             }
             WaitVerdict::OverLimit { expected, limit } => ("expected_wait", expected, limit, false),
             WaitVerdict::PastDeadline {
@@ -216,12 +246,15 @@ impl Batcher {
                 remaining,
             } => ("deadline", expected, remaining, true),
         };
-        metrics::record_rejected(&self.model, reason);
-        Err(Error::Overloaded {
-            model: self.model.to_string(),
-            expected_wait_ms: expected.as_millis() as u64,
-            limit_ms: limit.as_millis() as u64,
-            deadline,
+        Some(Refusal {
+            model: self.model.clone(),
+            reason,
+            error: Error::Overloaded {
+                model: self.model.to_string(),
+                expected_wait_ms: expected.as_millis() as u64,
+                limit_ms: limit.as_millis() as u64,
+                deadline,
+            },
         })
     }
 
@@ -249,6 +282,22 @@ impl Batcher {
         answer
             .await
             .map_err(|_| Error::internal("model thread dropped a request"))?
+    }
+}
+
+/// A refusal at admission: the error the client gets, and the reason `mobilenet_rejected_total` counts.
+#[derive(Debug)]
+pub struct Refusal {
+    pub model: Arc<str>,
+    pub reason: &'static str,
+    pub error: Error,
+}
+
+impl Refusal {
+    /// Counts the refusal and gives the client's error.
+    pub fn record(self) -> Error {
+        metrics::record_rejected(&self.model, self.reason);
+        self.error
     }
 }
 

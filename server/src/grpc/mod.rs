@@ -16,6 +16,8 @@ use crate::{
     service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Service},
 };
 
+pub mod head;
+
 pub use pb::inference_server::InferenceServer;
 
 pub struct GrpcService {

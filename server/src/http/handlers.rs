@@ -6,6 +6,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
@@ -40,12 +41,23 @@ async fn infer(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Result<Response> {
-    // Read before the body, which the extractor consumes; judged after it, because answering before the
-    // upload is read would break the client's upload mid-way.
-    let deadline = extract::deadline(request.headers());
-    let image = extract::image(request, state.max_body_bytes).await?;
-    let deadline = deadline?;
+    // Everything the head says is judged before the body is read: a request that is refused anyway is
+    // answered without taking in its upload (lingering close lets the answer reach a client still sending).
+    let deadline = extract::deadline(request.headers())?;
     let options = extract::options(task, query.as_deref())?;
+    if let Err(refused) =
+        state
+            .service
+            .refuse_from_head(task, Some(&options.selector), deadline, Protocol::Http)
+    {
+        // Answered now; the body is read and dropped behind the answer (under the body layer's byte budget
+        // and read timeout), so that the connection stays usable: closing it instead made every refused
+        // client reconnect, which cost more than the read saved (docs/limits.md).
+        let mut body = request.into_body().into_data_stream();
+        tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
+        return Err(refused);
+    }
+    let image = extract::image(request, state.max_body_bytes).await?;
     let request = InferRequest {
         image,
         selector: options.selector,

@@ -1,0 +1,117 @@
+//! Refusing a gRPC inference call from its head, before its message is read: a tower layer in front of the
+//! `Inference` service.
+//!
+//! tonic calls a unary method only once the whole message is decoded, so a call refused at admission would
+//! first take in its image (600 KB for a photo, over several HTTP/2 flow-control windows). The head has the
+//! method, so the task, and `grpc-timeout`; the model selector is in the message. The call is refused here
+//! when every model of the task would refuse it ([`Service::refuse_from_head`]): whichever one it names
+//! would refuse it too. The answer is a trailers-only response with the status `infer` would have given.
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::http::{Request, Response};
+use tower_service::Service as TowerService;
+
+use super::parse_grpc_timeout;
+use crate::{
+    repository::Task,
+    service::{Protocol, Service},
+};
+
+/// The task of an `Inference` method path, for the methods that take an image.
+fn task_of(path: &str) -> Option<Task> {
+    match path.strip_prefix("/mobilenet.v1.Inference/")? {
+        "Classify" => Some(Task::Classification),
+        "Detect" => Some(Task::Detection),
+        "Segment" => Some(Task::Segmentation),
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+pub struct HeadAdmissionLayer {
+    pub service: Arc<Service>,
+}
+
+impl<S> tower_layer::Layer<S> for HeadAdmissionLayer {
+    type Service = HeadAdmission<S>;
+
+    fn layer(&self, inner: S) -> HeadAdmission<S> {
+        HeadAdmission {
+            inner,
+            service: self.service.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct HeadAdmission<S> {
+    inner: S,
+    service: Arc<Service>,
+}
+
+/// gRPC routes a service by its name; the wrapper answers under the name of the service it wraps.
+impl<S: tonic::server::NamedService> tonic::server::NamedService for HeadAdmission<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, RB> TowerService<Request<B>> for HeadAdmission<S>
+where
+    S: TowerService<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if let Some(task) = task_of(request.uri().path()) {
+            let deadline = request
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+                .map(|t| Instant::now() + t);
+            let judged = self
+                .service
+                .refuse_from_head(task, None, deadline, Protocol::Grpc);
+            if let Err(error) = judged {
+                let status: tonic::Status = error.into();
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        }
+        // The service that was polled ready serves this request; a clone takes its place (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_image_methods_have_a_task() {
+        assert_eq!(
+            task_of("/mobilenet.v1.Inference/Classify"),
+            Some(Task::Classification)
+        );
+        assert_eq!(
+            task_of("/mobilenet.v1.Inference/Segment"),
+            Some(Task::Segmentation)
+        );
+        assert_eq!(task_of("/mobilenet.v1.Inference/ListModels"), None);
+        assert_eq!(task_of("/grpc.health.v1.Health/Check"), None);
+    }
+}
