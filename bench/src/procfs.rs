@@ -6,6 +6,9 @@
 //! `VmHWM`: the span's true peak whatever its length. When the reset is refused the sampled maximum is all
 //! there is, and the report says so.
 //!
+//! Each tick also reads the machine's CPU time stolen by the hypervisor (`/proc/stat`), so that a report can
+//! tell a server that slowed down from a VM that was given less CPU.
+//!
 //! The sampler is also the shared machine's guard: past `kill_above` bytes it sends SIGKILL, so that a server
 //! that would otherwise allocate tens of GB (issue 14 saw a 26 GB attempt) is stopped before it pushes other
 //! processes out of memory. The kill is recorded and makes the case fail.
@@ -41,6 +44,39 @@ fn parse_status(text: &str) -> Option<Memory> {
     })
 }
 
+/// The machine's CPU time so far, in ticks, summed over CPUs: stolen by the hypervisor, and in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub steal: u64,
+    pub total: u64,
+}
+
+impl CpuTicks {
+    /// Share of the CPU time between `self` and `later` that was stolen, in %.
+    pub fn steal_pct_until(&self, later: &CpuTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        Some(100.0 * later.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
+}
+
+/// The `cpu` line of `/proc/stat`.
+pub fn cpu_ticks() -> Option<CpuTicks> {
+    parse_cpu_line(std::fs::read_to_string("/proc/stat").ok()?.lines().next()?)
+}
+
+fn parse_cpu_line(line: &str) -> Option<CpuTicks> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user.
+    Some(CpuTicks {
+        steal: *values.get(7)?,
+        total: values.iter().take(8).sum(),
+    })
+}
+
 /// Resets `VmHWM` to the current RSS. False when the kernel refused (then only samples give peaks).
 pub fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), b"5").is_ok()
@@ -51,6 +87,8 @@ pub fn reset_peak(pid: u32) -> bool {
 pub struct Trace {
     /// (time since start, VmRSS) at every tick.
     pub samples: Vec<(Duration, u64)>,
+    /// (time since start, the machine's CPU ticks) at every tick.
+    pub cpu: Vec<(Duration, CpuTicks)>,
     /// The largest sampled VmRSS.
     pub sampled_peak: u64,
     /// VmHWM at the last successful read; the span's true peak when `peak_was_reset`.
@@ -95,6 +133,9 @@ impl Sampler {
                     let Some(m) = read(pid) else { return };
                     let mut t = trace.lock().unwrap_or_else(|p| p.into_inner());
                     t.samples.push((begin.elapsed(), m.rss));
+                    if let Some(ticks) = cpu_ticks() {
+                        t.cpu.push((begin.elapsed(), ticks));
+                    }
                     t.sampled_peak = t.sampled_peak.max(m.rss);
                     t.hwm = m.hwm;
                     if m.rss > kill_above && t.killed_at.is_none() {
@@ -145,6 +186,22 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn steal_is_the_eighth_cpu_field() {
+        let a = parse_cpu_line("cpu  100 0 50 800 0 0 0 50 0 0").unwrap();
+        assert_eq!(
+            a,
+            CpuTicks {
+                steal: 50,
+                total: 1000
+            }
+        );
+        let b = parse_cpu_line("cpu  200 0 100 1550 0 0 0 150 7 0").unwrap();
+        assert_eq!(a.steal_pct_until(&b), Some(10.0));
+        assert_eq!(b.steal_pct_until(&b), None);
+        assert_eq!(parse_cpu_line("cpu0 1 2 3"), None);
     }
 
     #[test]

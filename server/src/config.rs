@@ -134,6 +134,12 @@ pub struct Config {
     #[arg(long, env = "MAX_IMAGE_MEMORY_MIB", default_value_t = 512)]
     pub max_image_memory_mib: u64,
 
+    /// Decode a JPEG at the strongest IDCT reduction (1/2, 1/4, 1/8) that still covers the model's input,
+    /// then resize, as Pillow's `draft()` does: faster, and the pixels differ slightly from a full decode
+    /// (docs/preprocessing.md). `false` decodes in full, exactly as the reference pipeline does.
+    #[arg(long, env = "JPEG_SCALED_DECODE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jpeg_scaled_decode: bool,
+
     /// Decode memory (MiB) shared by every image being decoded at once, on the decode pool and on the model
     /// threads: an image waits (within its deadline) until its estimate fits. Default: a quarter of the
     /// memory this process may use (its cgroup limit, else the machine's), so that a burst of large images
@@ -360,6 +366,7 @@ impl Config {
                 .max_image_memory_mib
                 .saturating_mul(1 << 20)
                 .min(self.decode_budget_bytes()),
+            scaled_jpeg_decode: self.jpeg_scaled_decode,
         }
     }
 

@@ -4,8 +4,10 @@
 //! every input side of the repository.
 //!
 //! Prints, per image and side, the mean absolute difference and the share of values more than 1 and 2 levels
-//! apart, and fails when more than 1% of all values are more than 1 level apart (issue 15's goal for a full
-//! decode).
+//! apart, for a full decode and for the scaled JPEG decode (`--jpeg-scaled-decode`, the default). Fails when
+//! more than 1% of all values of the full decode are more than 1 level apart (issue 15's goal). The scaled
+//! decode is not the reference's pipeline and is only reported here; the reference tests hold it to the
+//! upstream answers.
 mod common;
 
 use std::path::PathBuf;
@@ -73,8 +75,8 @@ impl Difference {
     }
 }
 
-#[test]
-fn resized_pixels_match_pillow() {
+/// Every reference file: (image, side, path), sorted.
+fn references() -> Vec<(String, u32, PathBuf)> {
     let dir = reference_dir();
     let mut references: Vec<(String, u32, PathBuf)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}; run models/preprocess_reference.py", dir.display()))
@@ -95,12 +97,20 @@ fn resized_pixels_match_pillow() {
         "no reference files in {}",
         dir.display()
     );
+    references
+}
 
+/// Prints the table for one decode mode and gives the difference over every value.
+fn compare(scaled_jpeg_decode: bool) -> Difference {
+    let limits = ImageLimits {
+        scaled_jpeg_decode,
+        ..ImageLimits::default()
+    };
     let mut total = Difference::default();
     let mut rows = Vec::new();
-    for (image, side, path) in &references {
+    for (image, side, path) in &references() {
         let bytes = common::image(image);
-        let prepared = imaging::prepare_checked(&bytes, &raw_input(*side), &ImageLimits::default())
+        let prepared = imaging::prepare_checked(&bytes, &raw_input(*side), &limits)
             .unwrap_or_else(|e| panic!("{image}: {e}"));
         let InputData::U8(ours) = prepared.data else {
             panic!("a uint8 input gives uint8 data");
@@ -112,13 +122,25 @@ fn resized_pixels_match_pillow() {
         total.add(&ours, &reference);
         rows.push(diff.row(&format!("{image} {side}")));
     }
-    println!("| image, side | mean abs diff | > 1 level | > 2 levels | max |");
+    let mode = if scaled_jpeg_decode {
+        "scaled JPEG decode"
+    } else {
+        "full decode"
+    };
+    println!("\n{mode}\n\n| image, side | mean abs diff | > 1 level | > 2 levels | max |");
     println!("|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
     println!("{}", total.row("all"));
-    let over_1 = Difference::share(total.over_1, total.values);
+    total
+}
+
+#[test]
+fn resized_pixels_match_pillow() {
+    let full = compare(false);
+    compare(true);
+    let over_1 = Difference::share(full.over_1, full.values);
     assert!(
         over_1 <= 1.0,
         "{over_1:.2}% of values more than 1 level from Pillow's (goal: at most 1%)"

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::Soak;
-use crate::procfs::mib;
+use crate::procfs::{CpuTicks, mib};
 use crate::stats::Samples;
 
 pub struct Tenth {
@@ -16,6 +16,8 @@ pub struct Tenth {
     pub requests: usize,
     pub errors: usize,
     pub latency: Samples,
+    /// Share of the machine's CPU time the hypervisor took during the tenth, in %.
+    pub steal_pct: Option<f64>,
 }
 
 pub struct Figures {
@@ -43,6 +45,7 @@ impl Figures {
                 requests: 0,
                 errors: 0,
                 latency: Samples::default(),
+                steal_pct: steal_between(&soak.rss.cpu, i as f64 * tenth, (i + 1) as f64 * tenth),
             })
             .collect();
         let mut f = Figures {
@@ -128,6 +131,16 @@ fn rss_ends(samples: &[(Duration, u64)], duration: Duration) -> (Option<u64>, Op
     )
 }
 
+/// The steal share between the first CPU sample at or after `from_s` and the last at or before `to_s`.
+fn steal_between(cpu: &[(Duration, CpuTicks)], from_s: f64, to_s: f64) -> Option<f64> {
+    let within: Vec<&CpuTicks> = cpu
+        .iter()
+        .filter(|(at, _)| (from_s..=to_s).contains(&at.as_secs_f64()))
+        .map(|(_, ticks)| ticks)
+        .collect();
+    within.first()?.steal_pct_until(within.last()?)
+}
+
 /// The report: header lines, the summary, the per-tenth table and the verdict.
 pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]) -> String {
     let mut out = String::new();
@@ -171,16 +184,17 @@ pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]
         "| p99 per tenth (ms) | {} |  |\n\n",
         trend.join(" → ")
     ));
-    out.push_str("| tenth | from (s) | requests | errors | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|---|\n");
+    out.push_str("| tenth | from (s) | requests | errors | p50 (ms) | p99 (ms) | CPU stolen by the hypervisor |\n|---|---|---|---|---|---|---|\n");
     for (i, t) in f.tenths.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
             i + 1,
             t.start_s,
             t.requests,
             t.errors,
             fmt_ms(t.latency.p50()),
-            fmt_ms(t.latency.p99())
+            fmt_ms(t.latency.p99()),
+            t.steal_pct.map_or("-".to_owned(), |p| format!("{p:.1}%"))
         ));
     }
     if !f.error_kinds.is_empty() {

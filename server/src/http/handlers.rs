@@ -52,9 +52,12 @@ async fn infer(
     {
         // Answered now; the body is read and dropped behind the answer (under the body layer's byte budget
         // and read timeout), so that the connection stays usable: closing it instead made every refused
-        // client reconnect, which cost more than the read saved (docs/limits.md).
-        let mut body = request.into_body().into_data_stream();
-        tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
+        // client reconnect, which cost more than the read saved (docs/abuse.md). A client that waits for
+        // `100 Continue` sends no body after a final answer, so there is nothing to drain: hyper closes.
+        if request.headers().get(header::EXPECT).is_none() {
+            let mut body = request.into_body().into_data_stream();
+            tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
+        }
         return Err(refused);
     }
     let image = extract::image(request, state.max_body_bytes).await?;

@@ -1,5 +1,6 @@
 //! Decoding to packed RGB8, for an image whose header was already parsed and its limits checked
-//! ([`super::inspect`]). The pixel buffers are allocated fallibly here (the decoders' own buffers are
+//! ([`super::inspect`]): JPEGs with libjpeg-turbo ([`super::jpeg`]), CMYK/YCCK JPEGs, PNG and BMP with the
+//! `image` crate. The pixel buffers are allocated fallibly here (the decoders' own buffers are
 //! bounded by the limits checked before), so a request that slips past the estimate gets a 503 instead of
 //! aborting the process. Also reads the EXIF orientation (JPEG APP1, PNG eXIf).
 use std::io::Cursor;
@@ -8,9 +9,13 @@ use image::{ColorType, ImageDecoder, ImageReader, metadata::Orientation};
 
 use super::{
     RgbImage,
-    header::{Header, ImageFormat, jpeg_end},
+    header::{Details, Header, ImageFormat, MAX_JPEG_COMPONENTS, jpeg_end},
+    jpeg, orient,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    repository::InputSpec,
+};
 
 /// A decoded image and how it must be turned to be seen upright.
 pub struct Decoded {
@@ -19,8 +24,27 @@ pub struct Decoded {
 }
 
 /// Decodes `bytes`, whose header is `header`, to RGB8: grey is replicated, alpha dropped, 16-bit samples
-/// keep their high byte (as Pillow does for RGB, the reference pipeline), palettes expanded.
-pub fn decode_rgb(bytes: &[u8], header: &Header, max_alloc: u64) -> Result<Decoded> {
+/// keep their high byte (as Pillow does for RGB, the reference pipeline), palettes expanded. With
+/// `scaled_for`, a JPEG is decoded at the strongest reduction that still covers that input
+/// ([`jpeg::reduction`]); everything else is decoded in full.
+pub fn decode_rgb(
+    bytes: &[u8],
+    header: &Header,
+    max_alloc: u64,
+    scaled_for: Option<&InputSpec>,
+) -> Result<Decoded> {
+    if let Details::Jpeg { components, .. } = header.details
+        && usize::from(components) < MAX_JPEG_COMPONENTS
+    {
+        let bytes = &bytes[..jpeg_end(bytes)?];
+        let orientation = jpeg::orientation(bytes);
+        let denom = scaled_for.map_or(1, |spec| {
+            let need = orient::resize_target(orientation, spec.width, spec.height);
+            jpeg::reduction(header.width, header.height, need, spec.resize)
+        });
+        let image = jpeg::decode(bytes, denom)?;
+        return Ok(Decoded { image, orientation });
+    }
     let (bytes, format) = match header.format {
         // Only the image itself: a truncated file is refused, bytes after its EOI are ignored.
         ImageFormat::Jpeg => (&bytes[..jpeg_end(bytes)?], image::ImageFormat::Jpeg),

@@ -123,6 +123,29 @@ fn jpeg(bytes: &[u8]) -> Result<Header> {
     }
 }
 
+/// The EXIF block of a JPEG (from its first APP1 segment that starts with `Exif\0\0`, up to the first scan),
+/// starting at its TIFF header.
+pub fn jpeg_exif(bytes: &[u8]) -> Option<&[u8]> {
+    let mut at = 2;
+    loop {
+        let (marker, next) = next_marker(bytes, at)?;
+        at = next;
+        match marker {
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD9 | 0xDA => return None,
+            _ => {}
+        }
+        let length = usize::from(be16(bytes, at)?);
+        let segment = bytes.get(at + 2..at + length.max(2))?;
+        if marker == 0xE1 {
+            if let Some(exif) = segment.strip_prefix(b"Exif\0\0") {
+                return Some(exif);
+            }
+        }
+        at += length.max(2);
+    }
+}
+
 /// SOF0..SOF15 but DHT (C4), JPG (C8) and DAC (CC), which share the range.
 fn is_frame_marker(marker: u8) -> bool {
     matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC)

@@ -13,6 +13,10 @@ pub struct ImageLimits {
     pub max_aspect_ratio: u32,
     /// Largest estimated decode + resize memory (`--max-image-memory-mib`, capped by the decode budget).
     pub max_memory_bytes: u64,
+    /// Not a limit but how far a JPEG is decoded (`--jpeg-scaled-decode`): at the strongest IDCT reduction
+    /// that covers the model's input, or in full. Here because it travels with the limits to every decode
+    /// site.
+    pub scaled_jpeg_decode: bool,
 }
 
 impl Default for ImageLimits {
@@ -23,6 +27,7 @@ impl Default for ImageLimits {
             max_side: 32_768,
             max_aspect_ratio: 32,
             max_memory_bytes: 512 << 20,
+            scaled_jpeg_decode: true,
         }
     }
 }
@@ -85,6 +90,7 @@ mod tests {
             max_side: 100,
             max_aspect_ratio: 4,
             max_memory_bytes: 5000,
+            scaled_jpeg_decode: false,
         };
         assert!(limits.check(&header(40, 10), 5000).is_ok());
         assert!(matches!(

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod cost;
 mod decode;
 pub mod header;
+mod jpeg;
 pub mod limits;
 mod normalize;
 mod orient;
@@ -48,6 +49,8 @@ pub struct Inspection {
     pub memory_bytes: u64,
     /// The per-image memory limit, which also bounds the decoders' own allocations.
     max_memory_bytes: u64,
+    /// Whether a JPEG may be decoded at a reduced scale ([`ImageLimits::scaled_jpeg_decode`]).
+    scaled_jpeg_decode: bool,
 }
 
 /// Reads the header of `bytes` and checks it against `limits` for a model with input `spec`.
@@ -59,15 +62,19 @@ pub fn inspect(bytes: &[u8], spec: &InputSpec, limits: &ImageLimits) -> Result<I
         header,
         memory_bytes,
         max_memory_bytes: limits.max_memory_bytes,
+        scaled_jpeg_decode: limits.scaled_jpeg_decode,
     })
 }
 
 /// Decodes, resizes, turns upright and normalises an inspected image.
 pub fn prepare(bytes: &[u8], inspection: &Inspection, spec: &InputSpec) -> Result<Prepared> {
-    let decoded = decode::decode_rgb(bytes, &inspection.header, inspection.max_memory_bytes)?;
+    let header = &inspection.header;
+    let scaled_for = inspection.scaled_jpeg_decode.then_some(spec);
+    let decoded = decode::decode_rgb(bytes, header, inspection.max_memory_bytes, scaled_for)?;
     let orientation = decoded.orientation;
+    // The client's image size, not the decoded one (a scaled decode is smaller): boxes are in its pixels.
     let (image_width, image_height) =
-        orient::resize_target(orientation, decoded.image.width, decoded.image.height);
+        orient::resize_target(orientation, header.width, header.height);
     let (width, height) = orient::resize_target(orientation, spec.width, spec.height);
     let resized = resize_rgb(&decoded.image, width, height, spec.resize)?;
     // The full-size pixels go before the tensor is built: they are most of the reservation.

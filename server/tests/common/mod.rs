@@ -286,3 +286,52 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// `host:port` of a server URL.
+pub fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_string()
+}
+
+/// A raw TCP connection to a server URL, for clients an HTTP library would not imitate.
+pub async fn connect(base: &str) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr(base))
+        .await
+        .expect("connect")
+}
+
+/// One HTTP/1.1 response: status and body (read by Content-Length), or None if none came within `limit`.
+pub async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(limit, async {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_string();
+                let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&data[end + 4..end + 4 + length]);
+                    return Some((status, body.to_string()));
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
