@@ -40,7 +40,7 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
     CARGO_TERM_COLOR=never
-# The Rust target triple goes to /rust-target; cmake and nasm for the vendored libjpeg-turbo (the turbojpeg
+# The Rust target triple goes to /rust-target; cmake, make and nasm for the vendored libjpeg-turbo (the turbojpeg
 # crate); a cross gcc and the target's std only when cross-compiling.
 # ($cross is a package list, split on purpose; Debian's packages are pinned by the release, not by version.)
 # hadolint ignore=DL3008,SC2086
@@ -51,7 +51,7 @@ RUN build_arch="$(dpkg --print-architecture)"; target_arch="${TARGETARCH:-$build
       *) echo "unsupported TARGETARCH $target_arch" >&2; exit 1 ;; \
     esac; \
     [ "$target_arch" != "$build_arch" ] || cross=""; \
-    apt-get update && apt-get install -y --no-install-recommends cmake nasm $cross && rm -rf /var/lib/apt/lists/*; \
+    apt-get update && apt-get install -y --no-install-recommends cmake make nasm $cross && rm -rf /var/lib/apt/lists/*; \
     if [ "$target_arch" != "$build_arch" ]; then rustup target add "$triple"; fi; \
     echo "$triple" > /rust-target
 

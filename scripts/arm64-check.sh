@@ -24,7 +24,8 @@ TRIPLE=aarch64-unknown-linux-gnu
 MODELS="${ARM64_MODELS:-mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8}"
 MODEL_REPOSITORY="${MODEL_REPOSITORY:-$ROOT/models/repository}"
 TEST_IMAGES="${TEST_IMAGES:-$ROOT/../shared/images}"
-IMAGE_FILE="${ARM64_IMAGE_FILE:-$TEST_IMAGES/grace_hopper.bmp}"
+# A JPEG, so that the aarch64 build of libjpeg-turbo (NEON) is compared too.
+IMAGE_FILE="${ARM64_IMAGE_FILE:-$TEST_IMAGES/parrot.jpg}"
 TARGET_DIR="${ARM64_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}}"
 CACHE="${ARM64_CACHE:-$HOME/.cache/mobilenet-serve/arm64}"
 READY_TIMEOUT="${ARM64_READY_TIMEOUT:-600}"

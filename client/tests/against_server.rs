@@ -298,3 +298,22 @@ fn cli_reports_an_unreachable_server() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cli_stops_quietly_when_its_reader_leaves() {
+    // `mobilenet-client classify <dir> | head`: the reader closes the pipe before the client writes.
+    let s = server();
+    let dir = image("parrot.jpg").parent().unwrap().to_path_buf();
+    let mut child = cli()
+        .args(["--protocol", "http", "--server", &s.http_url, "classify"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

@@ -3,6 +3,7 @@
 //! Each image of a folder is sent in turn; one failing image is reported and the others still run (the exit
 //! status is 1 if any failed). Errors from the server are printed with the server's status and message.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -119,11 +120,30 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // The reader left (`| head`): what it wanted was printed, as with any Unix tool.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout. Unlike `print!`, which panics when the reader has closed the pipe, a closed pipe
+/// comes back as an error, which `main` takes as the end of the run.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Returns whether every image succeeded; `Err` is for failures that stop the whole run.
@@ -133,11 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Models = command {
         let models = client.models().await?;
         match cli.output {
-            OutputFormat::Table => print!("{}", output::models(&models)),
-            OutputFormat::Json => println!(
-                "{}",
+            OutputFormat::Table => emit(&output::models(&models))?,
+            OutputFormat::Json => emit(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&json!({ "models": models }))?
-            ),
+            ))?,
         }
         return Ok(true);
     }
@@ -167,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         let name = file.display().to_string();
         let outcome = one_image(&client, &command, input, file, many).await;
         match (outcome, cli.output) {
-            (Ok((text, _)), OutputFormat::Table) => print!("{text}"),
+            (Ok((text, _)), OutputFormat::Table) => emit(&text)?,
             (Ok((_, value)), OutputFormat::Json) => {
                 json_results.push(json!({ "file": name, "result": value }))
             }
@@ -181,7 +201,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
     if cli.output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&json_results)?);
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json_results)?
+        ))?;
     }
     Ok(all_ok)
 }
