@@ -42,7 +42,7 @@ pub fn decode_rgb(
             let need = orient::resize_target(orientation, spec.width, spec.height);
             jpeg::reduction(header.width, header.height, need, spec.resize)
         });
-        let image = jpeg::decode(bytes, denom)?;
+        let image = jpeg::decode(bytes, (header.width, header.height), denom)?;
         return Ok(Decoded { image, orientation });
     }
     let (bytes, format) = match header.format {

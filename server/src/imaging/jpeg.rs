@@ -59,13 +59,19 @@ pub fn orientation(bytes: &[u8]) -> Orientation {
 }
 
 /// Decodes a JPEG (cut at its end-of-image marker, header already checked) to packed RGB8 at 1/`denom` of
-/// its size (lossless JPEGs cannot be scaled and decode in full). Grey is replicated to RGB.
-pub fn decode(bytes: &[u8], denom: u32) -> Result<RgbImage> {
+/// its size (lossless JPEGs cannot be scaled and decode in full). Grey is replicated to RGB. `size` is the
+/// (width, height) our own header parser read, which the memory estimate was made from.
+pub fn decode(bytes: &[u8], size: (u32, u32), denom: u32) -> Result<RgbImage> {
     let mut decompressor = Decompressor::new().map_err(Error::internal)?;
     decompressor
         .set_scan_limit(MAX_SCANS)
         .map_err(Error::internal)?;
     let header = decompressor.read_header(bytes).map_err(invalid)?;
+    if (header.width, header.height) != (size.0 as usize, size.1 as usize) {
+        return Err(Error::InvalidImage(
+            "the decoder reads other dimensions than the header".into(),
+        ));
+    }
     let scale = if header.is_lossless {
         ScalingFactor::ONE
     } else {
