@@ -112,6 +112,18 @@ pub async fn closed_loop(
 
 /// Every JPEG of `dir`, in name order (the task asks for the JPEGs; BMPs would mostly measure memcpy).
 pub fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Bytes>> {
+    jpeg_paths(dir)?
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(Bytes::from)
+                .with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
+}
+
+/// The paths of every JPEG of `dir`, in name order; an error if there is none.
+pub fn jpeg_paths(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -122,12 +134,5 @@ pub fn read_jpegs(dir: &Path) -> anyhow::Result<Vec<Bytes>> {
         .collect();
     paths.sort();
     anyhow::ensure!(!paths.is_empty(), "no JPEG images in {}", dir.display());
-    paths
-        .iter()
-        .map(|p| {
-            std::fs::read(p)
-                .map(Bytes::from)
-                .with_context(|| format!("reading {}", p.display()))
-        })
-        .collect()
+    Ok(paths)
 }

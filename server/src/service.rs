@@ -176,7 +176,7 @@ impl Service {
         let Some(router) = self.router.get() else {
             return Ok(());
         };
-        let deadline = deadline.or_else(|| self.default_timeout.map(|t| start + t));
+        let deadline = self.deadline_or_default(deadline, start);
         let refusal = match selector {
             Some(selector) => match router.select(task, selector) {
                 Ok(model) => model.batcher.would_refuse(deadline),
@@ -215,15 +215,17 @@ impl Service {
         Err(error)
     }
 
+    /// The request's deadline, or the server's default one from `start`: one rule for the head check, both
+    /// transports and the batcher (which drops queued requests past their deadline).
+    fn deadline_or_default(&self, deadline: Option<Instant>, start: Instant) -> Option<Instant> {
+        deadline.or_else(|| self.default_timeout.map(|t| start + t))
+    }
+
     /// Serves one request and records it in the metrics, whatever the outcome.
     pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
         let start = Instant::now();
         let _in_flight = metrics::InFlight::start(request.protocol.as_str());
-        // The one place the default deadline applies, so both transports and the batcher (which drops
-        // queued requests past their deadline) see the same one.
-        request.deadline = request
-            .deadline
-            .or_else(|| self.default_timeout.map(|t| start + t));
+        request.deadline = self.deadline_or_default(request.deadline, start);
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;

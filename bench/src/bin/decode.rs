@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use mobilenet_bench::machine;
+use mobilenet_bench::{load, machine};
 use mobilenet_serve::{
     imaging::{self, ImageLimits},
     repository::{InputDtype, InputSpec, Layout, ResizeMode},
@@ -60,20 +60,7 @@ fn spec(side: u32) -> InputSpec {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let budget = Duration::from_secs_f64(args.seconds);
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.images)
-        .with_context(|| format!("reading {}", args.images.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
-        })
-        .collect();
-    paths.sort();
-    anyhow::ensure!(
-        !paths.is_empty(),
-        "no JPEG images in {}",
-        args.images.display()
-    );
+    let paths = load::jpeg_paths(&args.images)?;
     let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
     println!(
         "Measured {}; one thread, median of repeated runs, milliseconds.\n",

@@ -10,13 +10,12 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
 };
 
 use axum::http::{Request, Response};
 use tower_service::Service as TowerService;
 
-use super::parse_grpc_timeout;
+use super::deadline_from_timeout;
 use crate::{
     repository::Task,
     service::{Protocol, Service},
@@ -80,8 +79,7 @@ where
                 .headers()
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout)
-                .map(|t| Instant::now() + t);
+                .and_then(deadline_from_timeout);
             let judged = self
                 .service
                 .refuse_from_head(task, None, deadline, Protocol::Grpc);

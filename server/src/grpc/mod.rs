@@ -43,8 +43,12 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 fn deadline<T>(request: &Request<T>) -> Option<Instant> {
-    let timeout = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(timeout).map(|t| Instant::now() + t)
+    deadline_from_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// The deadline a `grpc-timeout` value sets, from now.
+pub fn deadline_from_timeout(value: &str) -> Option<Instant> {
+    parse_grpc_timeout(value).map(|t| Instant::now() + t)
 }
 
 fn selector(selector: &Option<pb::ModelSelector>) -> Result<crate::routing::Selector, Error> {

@@ -9,7 +9,7 @@ use image::{ColorType, ImageDecoder, ImageReader, metadata::Orientation};
 
 use super::{
     RgbImage,
-    header::{Details, Header, ImageFormat, MAX_JPEG_COMPONENTS, jpeg_end},
+    header::{Details, Header, ImageFormat, jpeg_end},
     jpeg, orient,
 };
 use crate::{
@@ -33,8 +33,9 @@ pub fn decode_rgb(
     max_alloc: u64,
     scaled_for: Option<&InputSpec>,
 ) -> Result<Decoded> {
+    // Four components are CMYK or YCCK, left to the `image` crate's colour conversion.
     if let Details::Jpeg { components, .. } = header.details
-        && usize::from(components) < MAX_JPEG_COMPONENTS
+        && components != 4
     {
         let bytes = &bytes[..jpeg_end(bytes)?];
         let orientation = jpeg::orientation(bytes);
