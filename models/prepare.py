@@ -26,6 +26,8 @@ from common import MODELS_DIR, PrepareError, Settings, sha256_file, sha256_text
 
 CODE_FILES = ("common.py", "fetch.py", "convert.py", "graph_surgery.py", "anchors.py", "graph_stats.py", "images.py",
               "verify.py", "prepare.py")
+# Manifest keys written at publish time, not part of a build: changing them never rebuilds a graph.
+PUBLISH_ONLY = ("serving", "quality")
 TOOLS = ("tf2onnx", "tensorflow-cpu", "onnx", "onnxruntime", "numpy", "pillow")
 
 
@@ -67,7 +69,7 @@ def labels_for(v: dict, manifest: dict, settings: Settings) -> tuple[list[str], 
 def build_key(v: dict, sources: list[Path]) -> str:
     code = [sha256_file(MODELS_DIR / f) for f in CODE_FILES]
     tools = [importlib.metadata.version(t) for t in TOOLS]
-    build = {k: x for k, x in v.items() if k != "serving"}
+    build = {k: x for k, x in v.items() if k not in PUBLISH_ONLY}
     return sha256_text(json.dumps([build, [sha256_file(p) for p in sources], code, tools], sort_keys=True))[:24]
 
 
@@ -153,9 +155,46 @@ def build_variant(v, manifest, settings, top1_cache) -> Path:
     return built
 
 
-def publish(built: Path, dest: Path, serving: dict) -> None:
+def quality_of(v: dict, record: dict, reference_images: int) -> dict | None:
+    """The variant's quality figure for config.json: as the manifest publishes it, or the agreement with the
+    task's default that verification measured (in `record`, the build's verification.json)."""
+    q = v.get("quality")
+    if q is None:
+        return None
+    if "measured" not in q:
+        return {"metric": q["metric"], "value": q["value"], "source": q["source"]}
+    key = q["measured"]
+    value = next((c[key] for c in record["checks"] if key in c), None)
+    spec = v.get("verify", {})
+    other = spec.get("compare_top1_with") or spec.get("compare_mask_with")
+    if value is None or other is None:
+        raise PrepareError(v["name"], f"quality: verification measured no {key} against another variant")
+    what = {"top1_agreement": "top-1 agreement"}.get(key, key.replace("_", " "))
+    return {"metric": f"{what} with {other} on the {reference_images} reference images (%)",
+            "value": round(100 * value, 1), "source": "measured by make models (models/verify.py)"}
+
+
+def auto_ladders(manifest: dict, configs: dict) -> dict:
+    """Per task, the variants `model=auto` may pick, best first: those with the default's label set and a
+    quality figure; published figures before measured agreements, each by value, the default first on a tie,
+    then the larger model (more multiply-adds)."""
+    by_name = {v["name"]: v for v in manifest["variant"]}
+    ladders = {}
+    for task, default in manifest["defaults"].items():
+        if default not in configs:
+            continue
+        labels = by_name[default]["labels"]
+        ranked = [c for n, c in configs.items()
+                  if c["task"] == task and c.get("quality") and by_name[n]["labels"] == labels]
+        ranked.sort(key=lambda c: (c["quality"]["source"].startswith("measured"), -c["quality"]["value"],
+                                   c["name"] != default, -c["attributes"]["multiply_adds"]))
+        ladders[task] = [c["name"] for c in ranked]
+    return ladders
+
+
+def publish(built: Path, dest: Path, serving: dict, quality: dict | None) -> None:
     """Copy a build into the repository atomically (temp folder beside dest, then rename), with the variant's
-    serving hints written into its config.json."""
+    serving hints and quality figure written into its config.json."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the server may run as another user
@@ -163,7 +202,8 @@ def publish(built: Path, dest: Path, serving: dict) -> None:
         for f in ("model.onnx", "labels.txt"):
             shutil.copy2(built / f, tmp / f)
         cfg = json.loads((built / "config.json").read_text())
-        (tmp / "config.json").write_text(json.dumps({**cfg, "serving": serving}, indent=2) + "\n")
+        published = {**cfg, "serving": serving, **({"quality": quality} if quality else {})}
+        (tmp / "config.json").write_text(json.dumps(published, indent=2) + "\n")
         old = None
         if dest.exists():
             old = dest.parent / f".old-{dest.name}-{os.getpid()}"
@@ -186,13 +226,16 @@ def prepare(settings: Settings, only: list[str] | None = None) -> int:
     variants = [v for v in manifest["variant"] if not only or v["name"] in only]
     if only and len(variants) != len(set(only)):
         raise PrepareError(None, f"unknown variant(s): {sorted(set(only) - {v['name'] for v in variants})}")
+    from verify import Reference
     records, errors, top1_cache = {}, [], {}
+    reference_images = len(Reference(settings.images).names)
     for v in variants:
         t0 = time.monotonic()
         try:
             built = build_variant(v, manifest, settings, top1_cache)
-            publish(built, settings.repository / v["name"], v.get("serving", {}))
             records[v["name"]] = json.loads((built / "verification.json").read_text())
+            quality = quality_of(v, records[v["name"]], reference_images)
+            publish(built, settings.repository / v["name"], v.get("serving", {}), quality)
             print(f"ok   {v['name']:32s} {time.monotonic() - t0:6.1f}s", flush=True)
         except PrepareError as e:
             errors.append(v["name"])
@@ -200,7 +243,9 @@ def prepare(settings: Settings, only: list[str] | None = None) -> int:
     present = [v["name"] for v in manifest["variant"] if (settings.repository / v["name"] / "config.json").is_file()]
     if present:
         defaults = {t: n for t, n in manifest["defaults"].items() if n in present}
-        write_json_atomic(settings.repository / "index.json", {"format": 1, "variants": present, "defaults": defaults})
+        configs = {n: json.loads((settings.repository / n / "config.json").read_text()) for n in present}
+        write_json_atomic(settings.repository / "index.json", {"format": 1, "variants": present, "defaults": defaults,
+                                                              "auto": auto_ladders(manifest, configs)})
         # Verification records beside the variants (the server ignores this file): read by --report.
         vpath = settings.repository / "verification.json"
         old = json.loads(vpath.read_text()) if vpath.is_file() else {}

@@ -72,6 +72,7 @@ impl GrpcClient {
                 })
                 .collect(),
             timings: timings(r.timings),
+            auto: r.auto.map(auto_routing),
         })
     }
 
@@ -111,6 +112,7 @@ impl GrpcClient {
                 })
                 .collect(),
             timings: timings(r.timings),
+            auto: r.auto.map(auto_routing),
         })
     }
 
@@ -160,6 +162,7 @@ impl GrpcClient {
                 .collect(),
             mask,
             timings: timings(r.timings),
+            auto: r.auto.map(auto_routing),
         })
     }
 
@@ -212,6 +215,15 @@ fn to_selector(selector: &Selector) -> pb::ModelSelector {
         width: selector.width,
         resolution: selector.resolution,
         precision: selector.precision.clone().unwrap_or_default(),
+        latency_budget_ms: selector.latency_budget_ms,
+    }
+}
+
+fn auto_routing(a: pb::AutoRouting) -> AutoRouting {
+    AutoRouting {
+        budget_ms: a.budget_ms,
+        // The message carries 0 for "not predicted yet".
+        predicted_ms: (a.predicted_ms > 0.0).then_some(a.predicted_ms),
     }
 }
 

@@ -36,8 +36,25 @@ fn short(label: &str) -> String {
     }
 }
 
-fn heading(file: &str, model: &str, w: u32, h: u32, t: &Timings) -> String {
-    format!("{file}  [{model}, {w}x{h}, server {:.1} ms]\n", t.total_ms)
+fn heading(
+    file: &str,
+    model: &str,
+    w: u32,
+    h: u32,
+    t: &Timings,
+    auto: Option<AutoRouting>,
+) -> String {
+    let chosen = match auto.and_then(|a| a.predicted_ms.map(|p| (p, a.budget_ms))) {
+        Some((predicted, budget)) => {
+            format!(" (auto: predicted {predicted:.1} ms, budget {budget:.0} ms)")
+        }
+        None if auto.is_some() => " (auto)".to_owned(),
+        None => String::new(),
+    };
+    format!(
+        "{file}  [{model}{chosen}, {w}x{h}, server {:.1} ms]\n",
+        t.total_ms
+    )
 }
 
 pub fn classify(file: &str, r: &ClassifyResult) -> String {
@@ -54,8 +71,14 @@ pub fn classify(file: &str, r: &ClassifyResult) -> String {
             ]
         })
         .collect();
-    heading(file, &r.model, r.image_width, r.image_height, &r.timings)
-        + &table(&["rank", "index", "label", "score"], &rows)
+    heading(
+        file,
+        &r.model,
+        r.image_width,
+        r.image_height,
+        &r.timings,
+        r.auto,
+    ) + &table(&["rank", "index", "label", "score"], &rows)
 }
 
 pub fn detect(file: &str, r: &DetectResult) -> String {
@@ -71,7 +94,14 @@ pub fn detect(file: &str, r: &DetectResult) -> String {
             ]
         })
         .collect();
-    let mut out = heading(file, &r.model, r.image_width, r.image_height, &r.timings);
+    let mut out = heading(
+        file,
+        &r.model,
+        r.image_width,
+        r.image_height,
+        &r.timings,
+        r.auto,
+    );
     if rows.is_empty() {
         out.push_str("  (no detections above the score threshold)\n");
     } else {
@@ -92,8 +122,14 @@ pub fn segment(file: &str, r: &SegmentResult) -> String {
             ]
         })
         .collect();
-    heading(file, &r.model, r.image_width, r.image_height, &r.timings)
-        + &table(&["index", "label", "pixels"], &rows)
+    heading(
+        file,
+        &r.model,
+        r.image_width,
+        r.image_height,
+        &r.timings,
+        r.auto,
+    ) + &table(&["index", "label", "pixels"], &rows)
 }
 
 pub fn models(models: &[ModelInfo]) -> String {

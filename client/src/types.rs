@@ -11,6 +11,15 @@ pub struct Selector {
     pub width: Option<f32>,
     pub resolution: Option<u32>,
     pub precision: Option<String>,
+    /// With `model = "auto"`: the time the answer should take; the server picks the best variant that fits.
+    pub latency_budget_ms: Option<u32>,
+}
+
+/// How `model=auto` chose the variant that answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AutoRouting {
+    pub budget_ms: f64,
+    pub predicted_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +60,8 @@ pub struct ClassifyResult {
     pub classes: Vec<Classification>,
     #[serde(default)]
     pub timings: Timings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoRouting>,
 }
 
 /// Box corners: (x1, y1) top left, (x2, y2) bottom right.
@@ -82,6 +93,8 @@ pub struct DetectResult {
     pub detections: Vec<Detection>,
     #[serde(default)]
     pub timings: Timings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoRouting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +129,8 @@ pub struct SegmentResult {
     pub mask: RleMask,
     #[serde(default)]
     pub timings: Timings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<AutoRouting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -127,3 +127,23 @@ def test_center_size_decoding():
     o = {"box_coding": "center_size", "box_scales": [10.0, 10.0, 5.0, 5.0]}
     anchors = np.array([[0.5, 0.5, 0.2, 0.4]])  # yc, xc, h, w
     np.testing.assert_allclose(verify.decode_boxes(o, np.zeros((1, 4)), anchors), [[0.3, 0.4, 0.7, 0.6]])
+
+
+def test_auto_ladders_rank_by_quality(repo, manifest):
+    """index.json's `auto` ladders: the default first, only variants with a quality figure and the default's label
+    set, published figures before measured agreements, each in decreasing value."""
+    root, index = repo
+    by_name = {v["name"]: v for v in manifest["variant"]}
+    for task, ladder in index["auto"].items():
+        assert ladder[0] == index["defaults"][task], task
+        qualities = [json.loads((root / n / "config.json").read_text())["quality"] for n in ladder]
+        measured = [q["source"].startswith("measured") for q in qualities]
+        assert measured == sorted(measured), (task, ladder)  # published first
+        for kind in (False, True):
+            values = [q["value"] for q, m in zip(qualities, measured) if m == kind]
+            assert values == sorted(values, reverse=True), (task, ladder)
+        assert all(by_name[n]["labels"] == by_name[ladder[0]]["labels"] for n in ladder), (task, ladder)
+    assert "ssdlite_mobilenet_v2_person" not in index["auto"]["detection"]  # one class: never an answer to COCO
+    for name in index["variants"]:
+        cfg = json.loads((root / name / "config.json").read_text())
+        assert ("quality" in cfg) == ("quality" in by_name[name]), name

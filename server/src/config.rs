@@ -272,6 +272,12 @@ pub struct Config {
     #[arg(long, env = "MALLOC_ARENAS", default_value_t = 2)]
     pub malloc_arenas: usize,
 
+    /// How often (ms) a background thread hands the allocator's free pages back to the kernel
+    /// (`malloc_trim`); 0 never. glibc keeps pages freed below a live block resident, so after bursts of large
+    /// images the process would hold their memory until the next burst reuses it (docs/memory.md).
+    #[arg(long, env = "MALLOC_TRIM_INTERVAL_MS", default_value_t = 1000)]
+    pub malloc_trim_interval_ms: u64,
+
     /// Log format: human-readable text or one JSON object per line for log collectors.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -58,6 +58,14 @@ pub enum Error {
         limit_ms: u64,
         deadline: bool,
     },
+    #[error("{}", over_budget_message(task, fastest, *predicted_ms, *budget_ms))]
+    OverBudget {
+        task: &'static str,
+        /// The variant predicted fastest, and its prediction.
+        fastest: String,
+        predicted_ms: u64,
+        budget_ms: u64,
+    },
     #[error("the request deadline passed before it could be served")]
     DeadlineExceeded,
     #[error(
@@ -157,6 +165,12 @@ impl Error {
                 C::ResourceExhausted,
                 "overloaded",
             ),
+            // Refused before queueing, like `Overloaded`: no variant of the task would answer within the budget.
+            Error::OverBudget { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::ResourceExhausted,
+                "over_budget",
+            ),
             Error::DeadlineExceeded => (
                 StatusCode::GATEWAY_TIMEOUT,
                 C::DeadlineExceeded,
@@ -247,4 +261,11 @@ fn overloaded_message(model: &str, expected_ms: u64, limit_ms: u64, deadline: bo
              of {limit_ms} ms; retry later or pick a smaller variant"
         )
     }
+}
+
+fn over_budget_message(task: &str, fastest: &str, predicted_ms: u64, budget_ms: u64) -> String {
+    format!(
+        "model=auto: no {task} variant would answer within the {budget_ms} ms budget now (the fastest, {fastest}, \
+         is predicted to take {predicted_ms} ms); retry later or allow a larger budget"
+    )
 }

@@ -8,7 +8,8 @@
 //! - [`http`] / [`grpc`]: thin transports. Parse the image and options ([`options`] validates them for
 //!   both), call the [`service`], render the answer. Errors are one type, [`error::Error`], mapped once to
 //!   HTTP status, gRPC code and a `kind` label.
-//! - [`service`]: route to a variant ([`routing`]), take an admission permit (429 at once when full),
+//! - [`service`]: route to a variant ([`routing`]; with `model=auto`, the best one whose predicted latency
+//!   fits the budget: [`auto`]), take an admission permit (429 at once when full),
 //!   decode and resize on a bounded blocking pool ([`imaging`]), queue, finish, and record metrics once.
 //! - [`batching`]: per-model queue. [`batching::policy`] is the pure rule for when a batch closes and what is
 //!   dropped (client gone, deadline passed); [`batching::queue`] is the actor that applies it.
@@ -20,8 +21,9 @@
 //! memory-sized ones from [`memory`]), [`repository`] (the
 //! `models/repository` format), [`metrics`] (every metric name; [`process`] reads the process series),
 //! [`shutdown`] (signals and draining),
-//! [`sched`] (the CPU scheduling policy and priority of the model threads), [`malloc`] (the C allocator's arenas),
+//! [`sched`] (the CPU scheduling policy and priority of the model threads), [`malloc`] (the C allocator's arenas and trimming),
 //! [`health`] (whether each model still serves, for `/readyz` and gRPC health).
+pub mod auto;
 pub mod batching;
 pub mod config;
 pub mod cpus;
@@ -188,11 +190,33 @@ pub async fn run(
 
     let runtime = tokio::runtime::Handle::current();
     let load_config = config.clone();
-    let loading = tokio::task::spawn_blocking(move || load_models(&load_config, &runtime));
+    let loading = tokio::task::spawn_blocking(move || {
+        let router = load_models(&load_config, &runtime)?;
+        let first = &router.models()[0].variant.config.input;
+        // Not fatal: limits below a 720p photo refuse the sample, and `auto` then learns from the first request.
+        let sample = match imaging::calibrate::decode_sample(first, &load_config.image_limits()) {
+            Ok((pixels, took)) => {
+                tracing::info!(
+                    pixels,
+                    took_us = took.as_micros() as u64,
+                    "decode speed measured"
+                );
+                Some((pixels, took))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "decode speed not measured at start-up");
+                None
+            }
+        };
+        if load_config.malloc_trim_interval_ms > 0 {
+            malloc::trim_now();
+        }
+        anyhow::Ok((router, sample))
+    });
     tokio::select! {
         loaded = loading => {
-            let router = loaded.context("model loading panicked")??;
-            service.set_models(router);
+            let (router, decode_sample) = loaded.context("model loading panicked")??;
+            service.set_models(router, decode_sample);
             health::set_grpc_status(&health, tonic_health::ServingStatus::Serving).await;
             // From now on NOT_SERVING while a model is stuck or failing, SERVING again when it recovers.
             tokio::spawn(health::watch(service.clone(), health.clone()));
@@ -284,5 +308,5 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
         );
         models.push(Arc::new(model));
     }
-    Ok(Router::new(models, defaults))
+    Ok(Router::new(models, defaults, repository.auto))
 }

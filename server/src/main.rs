@@ -21,6 +21,10 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = mobilenet_serve::malloc::limit_arenas(config.malloc_arenas) {
         tracing::warn!(error = %e, "could not cap the malloc arenas; serving with glibc's default");
     }
+    let trim_every = std::time::Duration::from_millis(config.malloc_trim_interval_ms);
+    if let Err(e) = mobilenet_serve::malloc::trim_periodically(trim_every) {
+        tracing::warn!(error = %e, "could not start the malloc trimmer; freed pages stay with the process");
+    }
     let served = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(serve(config)));

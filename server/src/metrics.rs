@@ -25,6 +25,11 @@ pub const DROPPED_TOTAL: &str = "mobilenet_dropped_total";
 /// Decode memory reserved now by images being decoded, and the budget it is drawn from (bytes).
 pub const DECODE_MEMORY_BYTES: &str = "mobilenet_decode_memory_bytes";
 pub const DECODE_MEMORY_LIMIT_BYTES: &str = "mobilenet_decode_memory_limit_bytes";
+/// `model=auto` decisions by `task` and chosen `model` ("none" when no variant fitted the budget).
+pub const AUTO_ROUTED_TOTAL: &str = "mobilenet_auto_routed_total";
+/// `model=auto` requests by `task`, `model` and `outcome`: `met` (answered within the budget) or `missed`
+/// (answered late, or failed after it was routed).
+pub const AUTO_BUDGET_TOTAL: &str = "mobilenet_auto_budget_total";
 /// Always 1, labelled with each loaded variant's attributes and knobs.
 pub const MODEL_INFO: &str = "mobilenet_model_info";
 /// Probes sent to failing models, by `model` and `outcome` (ok, or the error kind).
@@ -114,6 +119,14 @@ fn describe() {
         DECODE_MEMORY_LIMIT_BYTES,
         metrics::Unit::Bytes,
         "The decode memory budget"
+    );
+    describe_counter!(
+        AUTO_ROUTED_TOTAL,
+        "model=auto decisions, by chosen variant (none: refused, no variant fitted the budget)"
+    );
+    describe_counter!(
+        AUTO_BUDGET_TOTAL,
+        "model=auto requests routed to a variant, by whether they met their latency budget"
     );
     describe_gauge!(MODEL_INFO, "Loaded model variants (value 1)");
     describe_gauge!(REQUESTS_IN_FLIGHT, "Inference requests being served");
@@ -218,6 +231,16 @@ pub fn record_solo_batch(model: &str) {
 
 pub fn set_queue_depth(model: &str, depth: usize) {
     gauge!(QUEUE_DEPTH, "model" => model.to_string()).set(depth as f64);
+}
+
+pub fn record_auto_routed(task: &'static str, model: &str) {
+    counter!(AUTO_ROUTED_TOTAL, "task" => task, "model" => model.to_string()).increment(1);
+}
+
+pub fn record_auto_budget(task: &'static str, model: &str, met: bool) {
+    let outcome = if met { "met" } else { "missed" };
+    counter!(AUTO_BUDGET_TOTAL, "task" => task, "model" => model.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
 pub fn record_rejected(model: &str, reason: &'static str) {

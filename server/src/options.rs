@@ -1,9 +1,11 @@
 //! Request options and their validation, shared by HTTP (query strings) and gRPC (message fields), so both
 //! protocols accept and refuse exactly the same values with the same messages.
+use std::time::Duration;
+
 use crate::{
     error::{Error, Result},
     postprocess::TaskOptions,
-    routing::Selector,
+    routing::{AUTO, Selector},
 };
 
 pub const DEFAULT_TOP_K: u32 = 5;
@@ -12,6 +14,8 @@ pub const DEFAULT_IOU_THRESHOLD: f32 = 0.5;
 pub const DEFAULT_MAX_DETECTIONS: u32 = 100;
 const MAX_TOP_K: u32 = 1000;
 const MAX_DETECTIONS: u32 = 1000;
+/// The longest latency budget `model=auto` takes: ten minutes, past any deadline a client would set.
+const MAX_LATENCY_BUDGET_MS: u32 = 600_000;
 
 /// A request's options once validated, from a query string or a gRPC message: which variant, the task's
 /// options, and (segmentation) whether the mask is wanted as PNG.
@@ -71,12 +75,14 @@ pub fn detect(
     })
 }
 
-/// Checks the routing attributes; an empty model name or precision means "not set".
+/// Checks the routing attributes; an empty model name or precision means "not set". A latency budget is
+/// read only with `model=auto`, which picks the variant by it.
 pub fn selector(
     model: Option<String>,
     width: Option<f32>,
     resolution: Option<u32>,
     precision: Option<String>,
+    latency_budget_ms: Option<u32>,
 ) -> Result<Selector> {
     if let Some(w) = width.filter(|w| !(w.is_finite() && *w > 0.0)) {
         return Err(bad(
@@ -94,11 +100,27 @@ pub fn selector(
     {
         return Err(bad("precision", format!("{p:?} is not float32 or int8")));
     }
+    let model = model.filter(|m| !m.is_empty());
+    if let Some(budget) = latency_budget_ms {
+        if model.as_deref() != Some(AUTO) {
+            return Err(bad(
+                "latency_budget_ms",
+                "is read only with model=auto, which picks the variant that fits it",
+            ));
+        }
+        if !(1..=MAX_LATENCY_BUDGET_MS).contains(&budget) {
+            return Err(bad(
+                "latency_budget_ms",
+                format!("{budget} is not in 1..={MAX_LATENCY_BUDGET_MS}"),
+            ));
+        }
+    }
     Ok(Selector {
-        model: model.filter(|m| !m.is_empty()),
+        model,
         width,
         resolution,
         precision,
+        latency_budget: latency_budget_ms.map(|ms| Duration::from_millis(ms.into())),
     })
 }
 
@@ -125,7 +147,34 @@ mod tests {
         assert!(detect(Some(1.5), None, None).is_err());
         assert!(detect(None, Some(f32::NAN), None).is_err());
         assert!(detect(None, None, Some(0)).is_err());
-        assert!(selector(None, Some(-1.0), None, None).is_err());
-        assert!(selector(None, None, None, Some("fp16".into())).is_err());
+        assert!(selector(None, Some(-1.0), None, None, None).is_err());
+        assert!(selector(None, None, None, Some("fp16".into()), None).is_err());
+    }
+
+    #[test]
+    fn a_latency_budget_goes_with_auto_only() {
+        let auto = || Some(AUTO.to_string());
+        let s = selector(auto(), None, None, None, Some(40)).unwrap();
+        assert_eq!(s.latency_budget, Some(Duration::from_millis(40)));
+        assert!(s.is_auto());
+        assert!(selector(auto(), None, None, None, Some(0)).is_err());
+        assert!(selector(auto(), None, None, None, Some(600_001)).is_err());
+        assert!(selector(None, None, None, None, Some(40)).is_err());
+        assert!(
+            selector(
+                Some("mobilenet_v2_1.0_224".into()),
+                None,
+                None,
+                None,
+                Some(40)
+            )
+            .is_err()
+        );
+        assert_eq!(
+            selector(auto(), None, None, None, None)
+                .unwrap()
+                .latency_budget,
+            None
+        );
     }
 }

@@ -36,6 +36,9 @@ pub struct Index {
     pub variants: Vec<String>,
     #[serde(default)]
     pub defaults: HashMap<Task, String>,
+    /// Per task, the variants `model=auto` may pick, best first (`make models` ranks them by quality).
+    #[serde(default)]
+    pub auto: HashMap<Task, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +54,17 @@ pub struct VariantConfig {
     pub output: OutputSpec,
     #[serde(default)]
     pub serving: ServingHints,
+    #[serde(default)]
+    pub quality: Option<Quality>,
+}
+
+/// How good the variant's answers are, and where the figure comes from: the accuracy published for the
+/// checkpoint, or the agreement with the task's default that `make models` measured.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Quality {
+    pub metric: String,
+    pub value: f64,
+    pub source: String,
 }
 
 /// How the model prefers to be served (`serving` in config.json), chosen per variant from `make bench` runs
@@ -230,11 +244,12 @@ pub struct Variant {
     pub model_path: PathBuf,
 }
 
-/// The parsed repository: variants in index order plus per-task defaults.
+/// The parsed repository: variants in index order plus per-task defaults and `auto` ladders.
 #[derive(Debug)]
 pub struct Repository {
     pub variants: Vec<Variant>,
     pub defaults: HashMap<Task, String>,
+    pub auto: HashMap<Task, Vec<String>>,
 }
 
 impl Repository {
@@ -280,6 +295,7 @@ impl Repository {
         Ok(Repository {
             variants,
             defaults: index.defaults,
+            auto: index.auto,
         })
     }
 }

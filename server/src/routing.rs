@@ -1,12 +1,17 @@
 //! Variant routing: a request names a variant exactly, or names only its task plus trade-off attributes
 //! (width, resolution, precision) and the router picks among the task's variants. Unset attributes match
-//! anything; ties go to the task's default, then to the cheapest in multiply-adds.
-use std::{collections::HashMap, sync::Arc};
+//! anything; ties go to the task's default, then to the cheapest in multiply-adds. With `model=auto` the
+//! router gives the task's ladder instead (best quality first), and the service picks from it by latency
+//! (`auto`).
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use crate::{
     error::{Error, Result},
     repository::{Task, VariantConfig},
 };
+
+/// The model name that asks the server to pick the variant by latency budget.
+pub const AUTO: &str = "auto";
 
 /// What the client asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,9 +20,15 @@ pub struct Selector {
     pub width: Option<f32>,
     pub resolution: Option<u32>,
     pub precision: Option<String>,
+    /// With `model=auto`: the end-to-end time the answer should take (else the request's deadline).
+    pub latency_budget: Option<Duration>,
 }
 
 impl Selector {
+    pub fn is_auto(&self) -> bool {
+        self.model.as_deref() == Some(AUTO)
+    }
+
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(w) = self.width {
@@ -47,16 +58,25 @@ fn cfg<M: AsRef<VariantConfig>>(model: &Arc<M>) -> &VariantConfig {
     (**model).as_ref()
 }
 
-/// The loaded variants (anything that exposes its config) and each task's default.
+/// The loaded variants (anything that exposes its config), each task's default and `auto` ladder.
 pub struct Router<M> {
     models: Vec<Arc<M>>,
     defaults: HashMap<Task, String>,
+    ladders: HashMap<Task, Vec<String>>,
 }
 
 impl<M: AsRef<VariantConfig>> Router<M> {
     /// `defaults` may name variants that are not loaded (a `--models` subset): such a task falls back to its
     /// cheapest loaded variant.
-    pub fn new(models: Vec<Arc<M>>, mut defaults: HashMap<Task, String>) -> Router<M> {
+    /// `ladders` may name variants that are not loaded: `auto` skips them.
+    pub fn new(
+        models: Vec<Arc<M>>,
+        mut defaults: HashMap<Task, String>,
+        mut ladders: HashMap<Task, Vec<String>>,
+    ) -> Router<M> {
+        for ladder in ladders.values_mut() {
+            ladder.retain(|name| models.iter().any(|m| cfg(m).name == *name));
+        }
         defaults.retain(|task, name| {
             models
                 .iter()
@@ -75,7 +95,11 @@ impl<M: AsRef<VariantConfig>> Router<M> {
                 defaults.insert(task, cheapest.name.clone());
             }
         }
-        Router { models, defaults }
+        Router {
+            models,
+            defaults,
+            ladders,
+        }
     }
 
     pub fn models(&self) -> &[Arc<M>] {
@@ -84,6 +108,42 @@ impl<M: AsRef<VariantConfig>> Router<M> {
 
     pub fn is_default(&self, config: &VariantConfig) -> bool {
         self.defaults.get(&config.task) == Some(&config.name)
+    }
+
+    /// The variant's place in its task's `auto` ladder (0 is tried first), if `auto` may pick it.
+    pub fn auto_rank(&self, config: &VariantConfig) -> Option<usize> {
+        self.ladders
+            .get(&config.task)?
+            .iter()
+            .position(|name| *name == config.name)
+    }
+
+    /// For `model=auto`: the ladder's variants that match the selector's attributes, best first.
+    pub fn auto_candidates(&self, task: Task, selector: &Selector) -> Result<Vec<Arc<M>>> {
+        let candidates: Vec<Arc<M>> = self
+            .ladders
+            .get(&task)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.models.iter().find(|m| cfg(m).name == *name))
+            .filter(|m| selector.matches(cfg(m)))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::NoMatchingVariant {
+                task: task.as_str(),
+                wanted: format!(
+                    "model=auto{}{} (auto picks among the variants with a quality figure)",
+                    if selector.describe().is_empty() {
+                        ""
+                    } else {
+                        " with "
+                    },
+                    selector.describe()
+                ),
+            });
+        }
+        Ok(candidates)
     }
 
     pub fn select(&self, task: Task, selector: &Selector) -> Result<Arc<M>> {
@@ -176,6 +236,7 @@ mod tests {
             },
             output: OutputSpec::ClassMap { map: "m".into() },
             serving: Default::default(),
+            quality: None,
         }))
     }
 
@@ -189,6 +250,15 @@ mod tests {
         Router::new(
             models,
             HashMap::from([(Task::Classification, "c_224_f".to_string())]),
+            HashMap::from([(
+                Task::Classification,
+                vec![
+                    "c_224_f".to_string(),
+                    "c_unloaded".to_string(),
+                    "c_224_q".to_string(),
+                    "c_96_05".to_string(),
+                ],
+            )]),
         )
     }
 
@@ -274,5 +344,46 @@ mod tests {
         let s = r.select(Task::Segmentation, &Selector::default()).unwrap();
         assert_eq!(s.0.name, "s_513");
         assert!(r.is_default(&s.0));
+    }
+
+    #[test]
+    fn auto_ladder_keeps_order_skips_unloaded_and_filters_by_attributes() {
+        let r = router();
+        let names = |s: &Selector| -> Vec<String> {
+            r.auto_candidates(Task::Classification, s)
+                .unwrap()
+                .iter()
+                .map(|m| m.0.name.clone())
+                .collect()
+        };
+        let auto = Selector {
+            model: Some(AUTO.into()),
+            ..Default::default()
+        };
+        assert_eq!(names(&auto), ["c_224_f", "c_224_q", "c_96_05"]);
+        let float_only = Selector {
+            precision: Some("float32".into()),
+            ..auto.clone()
+        };
+        assert_eq!(names(&float_only), ["c_224_f", "c_96_05"]);
+        assert_eq!(
+            r.auto_rank(&r.models()[2].0),
+            Some(2),
+            "c_96_05 after the loaded two"
+        );
+        assert_eq!(
+            r.auto_rank(&r.models()[3].0),
+            None,
+            "segmenter has no ladder"
+        );
+        assert!(matches!(
+            r.auto_candidates(Task::Segmentation, &auto),
+            Err(Error::NoMatchingVariant { .. })
+        ));
+        let none = Selector {
+            resolution: Some(1),
+            ..auto
+        };
+        assert!(r.auto_candidates(Task::Classification, &none).is_err());
     }
 }

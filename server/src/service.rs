@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
+    auto::{self, Choice, DecodeCost},
     batching::Payload,
     engine::Model,
     error::{Error, Result},
@@ -98,6 +99,14 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
+/// How `model=auto` chose the variant, for the answer (times in milliseconds).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AutoRouting {
+    pub budget_ms: f64,
+    /// `None` when the chosen variant had not run a batch yet.
+    pub predicted_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub model: String,
@@ -105,6 +114,8 @@ pub struct Answer {
     pub image_height: u32,
     pub body: AnswerBody,
     pub timings: Timings,
+    /// Set when the request asked for `model=auto`.
+    pub auto: Option<AutoRouting>,
 }
 
 pub struct Service {
@@ -115,6 +126,8 @@ pub struct Service {
     decode_budget: DecodeBudget,
     /// The deadline of requests that bring none (`--default-request-timeout-ms`).
     default_timeout: Option<Duration>,
+    /// Decoding time per megapixel, for `model=auto`'s predictions; `None` until seeded at start-up.
+    decode_cost: std::sync::Mutex<Option<DecodeCost>>,
 }
 
 impl Service {
@@ -130,6 +143,7 @@ impl Service {
             image_limits,
             decode_budget,
             default_timeout: None,
+            decode_cost: std::sync::Mutex::new(None),
         }
     }
 
@@ -139,9 +153,16 @@ impl Service {
         self
     }
 
-    /// Installs the loaded models; from then on the service is ready.
-    pub fn set_models(&self, router: Router<Model>) {
+    /// Installs the loaded models; from then on the service is ready. `decode_sample` is one image's pixel
+    /// count and preparation time, which `model=auto` predicts decoding from until requests refine it
+    /// (without one, from the first request's).
+    pub fn set_models(&self, router: Router<Model>, decode_sample: Option<(u64, Duration)>) {
+        *self.decode_cost() = decode_sample.map(|(pixels, took)| DecodeCost::seeded(pixels, took));
         let _ = self.router.set(router);
+    }
+
+    fn decode_cost(&self) -> std::sync::MutexGuard<'_, Option<DecodeCost>> {
+        self.decode_cost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn router(&self) -> Option<&Router<Model>> {
@@ -229,7 +250,15 @@ impl Service {
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
-        let inner = self.infer_inner(task, request, start, &mut model_name, &mut phases);
+        let mut routed: Option<Duration> = None;
+        let inner = self.infer_inner(
+            task,
+            request,
+            start,
+            &mut model_name,
+            &mut phases,
+            &mut routed,
+        );
         // The batcher drops a request whose deadline passes while it is queued; this answers one that passes
         // anywhere else (decoding, inference) on time too. Giving up drops the reply channel, so a job still
         // queued is skipped as cancelled.
@@ -243,6 +272,10 @@ impl Service {
             Ok(_) => "ok",
             Err(e) => e.parts().kind,
         };
+        if let Some(budget) = routed {
+            let met = result.is_ok() && start.elapsed() <= budget;
+            metrics::record_auto_budget(task.as_str(), &model_name, met);
+        }
         metrics::record_request(
             &model_name,
             task.as_str(),
@@ -261,11 +294,18 @@ impl Service {
         start: Instant,
         model_name: &mut String,
         phases: &mut Option<metrics::PhaseTimes>,
+        routed: &mut Option<Duration>,
     ) -> Result<Answer> {
         // No draining check here: the servers stop taking new requests on shutdown, and everything that got
         // this far was accepted before it, so it is served in full.
         let router = self.router.get().ok_or(Error::NotReady)?;
-        let model = router.select(task, &request.selector)?;
+        let (model, auto) = if request.selector.is_auto() {
+            let (model, routing, budget) = self.route_auto(router, task, &request, start)?;
+            *routed = Some(budget);
+            (model, Some(routing))
+        } else {
+            (router.select(task, &request.selector)?, None)
+        };
         let variant = model.variant.clone();
         *model_name = variant.config.name.clone();
         let permit = model.batcher.try_admit(request.deadline)?;
@@ -345,6 +385,13 @@ impl Service {
             postprocess,
         };
         *phases = Some(p);
+        let pixels = u64::from(w) * u64::from(h);
+        let mut cost = self.decode_cost();
+        match cost.as_mut() {
+            Some(cost) => cost.observe(pixels, p.decode),
+            None => *cost = Some(DecodeCost::seeded(pixels, p.decode)),
+        }
+        drop(cost);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(Answer {
             model: variant.config.name.clone(),
@@ -358,7 +405,60 @@ impl Service {
                 postprocess_ms: ms(p.postprocess),
                 total_ms: ms(start.elapsed()),
             },
+            auto,
         })
+    }
+
+    /// `model=auto`: the best variant of the ladder whose predicted latency fits the budget (the request's
+    /// own, else the time left before its deadline), or a refusal before anything is queued.
+    fn route_auto(
+        &self,
+        router: &Router<Model>,
+        task: Task,
+        request: &InferRequest,
+        start: Instant,
+    ) -> Result<(Arc<Model>, AutoRouting, Duration)> {
+        let budget = request
+            .selector
+            .latency_budget
+            .or_else(|| request.deadline.map(|d| d.saturating_duration_since(start)))
+            .ok_or_else(|| Error::BadOption {
+                name: "latency_budget_ms",
+                reason: "model=auto needs a latency budget or a request deadline".into(),
+            })?;
+        let header = imaging::header::parse(&request.image)?;
+        let decode = self
+            .decode_cost()
+            .map(|cost| cost.predict(header.pixels()))
+            .unwrap_or_default();
+        let candidates = router.auto_candidates(task, &request.selector)?;
+        // The time already spent on this request (reading nothing: the body is in) counts against the budget.
+        let spent = start.elapsed();
+        let predictions: Vec<Option<Duration>> = candidates
+            .iter()
+            .map(|m| m.batcher.predict_latency(decode).map(|p| p + spent))
+            .collect();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        match auto::choose(&predictions, budget) {
+            Choice::Fits { index, predicted } => {
+                let model = candidates[index].clone();
+                metrics::record_auto_routed(task.as_str(), &model.variant.config.name);
+                let routing = AutoRouting {
+                    budget_ms: ms(budget),
+                    predicted_ms: predicted.map(ms),
+                };
+                Ok((model, routing, budget))
+            }
+            Choice::NoneFits { fastest, predicted } => {
+                metrics::record_auto_routed(task.as_str(), "none");
+                Err(Error::OverBudget {
+                    task: task.as_str(),
+                    fastest: candidates[fastest].variant.config.name.clone(),
+                    predicted_ms: predicted.as_millis() as u64,
+                    budget_ms: budget.as_millis() as u64,
+                })
+            }
+        }
     }
 
     /// Runs CPU-bound work on the blocking pool, at most `decode_threads` at a time, so a burst of large

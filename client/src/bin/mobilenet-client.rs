@@ -101,6 +101,10 @@ struct Input {
     /// float32 or int8.
     #[arg(long)]
     precision: Option<String>,
+    /// With `--model auto`: the time (ms) each answer should take; the server picks the best variant that
+    /// fits it now, or refuses at once.
+    #[arg(long)]
+    latency_budget_ms: Option<u32>,
 }
 
 impl Input {
@@ -110,6 +114,7 @@ impl Input {
             width: self.width,
             resolution: self.resolution,
             precision: self.precision.clone(),
+            latency_budget_ms: self.latency_budget_ms,
         }
     }
 }

@@ -87,7 +87,10 @@ pub struct ModelLoad {
     pub instances: usize,
     in_flight: AtomicUsize,
     finished: Notify,
+    /// How long batches keep a model thread, decoding on it included: the queue wait ahead of a request.
     latency: std::sync::Mutex<LatencyModel>,
+    /// The same without the decoding on the thread: a request's own run, once its image is decoded.
+    runs: std::sync::Mutex<LatencyModel>,
 }
 
 impl ModelLoad {
@@ -97,15 +100,23 @@ impl ModelLoad {
             in_flight: AtomicUsize::new(0),
             finished: Notify::new(),
             latency: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
+            runs: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
         })
     }
 
-    /// Called by a model thread with how long a batch of `size` kept it busy (the warm-up's too).
-    pub fn observe_batch(&self, size: usize, took: Duration) {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(size, took);
+    /// Called by a model thread with how long a batch of `size` kept it busy (the warm-up's too), of which
+    /// `decoding` went to decoding its images on the thread.
+    pub fn observe_batch(&self, size: usize, took: Duration, decoding: Duration) {
+        let samples = [
+            (&self.latency, took),
+            (&self.runs, took.saturating_sub(decoding)),
+        ];
+        for (model, sample) in samples {
+            model
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(size, sample);
+        }
     }
 
     /// Reads the latency model under its lock, without copying it (admission runs per request).
@@ -194,6 +205,22 @@ impl Batcher {
             Some(refusal) => Err(refusal.record()),
             None => Ok(permit),
         }
+    }
+
+    /// The end-to-end time a request sent now would take, if its image takes `decode` to prepare: the wait
+    /// behind the requests admitted before it, plus its own run. `None` until a batch has run.
+    pub fn predict_latency(&self, decode: Duration) -> Option<Duration> {
+        let ahead = self.capacity - self.permits.available_permits();
+        let wait = self.load.with_latency(|model| {
+            model.expected_wait(ahead, self.load.instances, self.max_batch_size)
+        })?;
+        let run = self
+            .load
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .batch_time(1)?;
+        Some(wait + run + decode)
     }
 
     /// What [`try_admit`](Self::try_admit) would answer now, without taking a place: for refusing a

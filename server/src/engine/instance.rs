@@ -144,7 +144,7 @@ fn warm_up(
                 .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
         }
         if run > 0 {
-            load.observe_batch(batch, started.elapsed());
+            load.observe_batch(batch, started.elapsed(), Duration::ZERO);
         }
     }
     Ok(())
@@ -278,6 +278,7 @@ fn run_batch(
         return BatchOutcome::Skipped;
     }
     metrics::record_batch(model, jobs.len());
+    let decoding: Duration = jobs.iter().map(|j| j.decode).sum();
     let inputs: Vec<&InputData> = jobs.iter().map(|j| &j.image.data).collect();
     let run_start = Instant::now();
     let result = run_session(session, variant, &inputs);
@@ -320,7 +321,8 @@ fn run_batch(
         job.answer(output);
     }
     // How long the batch kept this thread, decoding and splitting included: what admission predicts from.
-    slot.load.observe_batch(batch_size, start.elapsed());
+    slot.load
+        .observe_batch(batch_size, start.elapsed(), decoding);
     BatchOutcome::Served
 }
 

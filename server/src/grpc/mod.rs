@@ -53,7 +53,13 @@ pub fn deadline_from_timeout(value: &str) -> Option<Instant> {
 
 fn selector(selector: &Option<pb::ModelSelector>) -> Result<crate::routing::Selector, Error> {
     let s = selector.clone().unwrap_or_default();
-    options::selector(Some(s.model), s.width, s.resolution, Some(s.precision))
+    options::selector(
+        Some(s.model),
+        s.width,
+        s.resolution,
+        Some(s.precision),
+        s.latency_budget_ms,
+    )
 }
 
 // The request conversions, validated as HTTP validates its query string. Pure (no server needed), so the
@@ -90,6 +96,13 @@ pub fn segment_options(r: &pb::SegmentRequest) -> Result<RequestOptions, Error> 
         selector: selector(&r.model)?,
         task: TaskOptions::Segment,
         png,
+    })
+}
+
+fn auto_routing(answer: &Answer) -> Option<pb::AutoRouting> {
+    answer.auto.map(|a| pb::AutoRouting {
+        budget_ms: a.budget_ms,
+        predicted_ms: a.predicted_ms.unwrap_or_default(),
     })
 }
 
@@ -172,6 +185,7 @@ impl Inference for GrpcService {
             timings: timings(&answer),
             image_width: answer.image_width,
             image_height: answer.image_height,
+            auto: auto_routing(&answer),
         };
         Ok(respond(&answer.model, message))
     }
@@ -203,6 +217,7 @@ impl Inference for GrpcService {
             timings: timings(&answer),
             image_width: answer.image_width,
             image_height: answer.image_height,
+            auto: auto_routing(&answer),
         };
         Ok(respond(&answer.model, message))
     }
@@ -246,6 +261,7 @@ impl Inference for GrpcService {
             timings: timings(&answer),
             image_width: answer.image_width,
             image_height: answer.image_height,
+            auto: auto_routing(&answer),
         };
         Ok(respond(&answer.model, message))
     }
@@ -271,6 +287,12 @@ impl Inference for GrpcService {
                     is_default: router.is_default(c),
                     num_classes: m.num_classes(),
                     description: c.description.clone(),
+                    quality: c.quality.as_ref().map(|q| pb::Quality {
+                        metric: q.metric.clone(),
+                        value: q.value,
+                        source: q.source.clone(),
+                    }),
+                    auto_rank: router.auto_rank(c).map(|r| r as u32),
                 }
             })
             .collect();

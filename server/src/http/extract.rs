@@ -123,7 +123,13 @@ fn body_error(e: axum::Error, limit: usize) -> Error {
     Error::BadRequest(format!("could not read the body: {e}"))
 }
 
-const SELECTOR_KEYS: [&str; 4] = ["model", "width", "resolution", "precision"];
+const SELECTOR_KEYS: [&str; 5] = [
+    "model",
+    "width",
+    "resolution",
+    "precision",
+    "latency_budget_ms",
+];
 
 /// The endpoint's options from its query string: unknown keys and out-of-range values are refused by name.
 /// Pure, so the fuzz targets (fuzz/) run exactly what the handlers run.
@@ -140,6 +146,7 @@ pub fn options(task: Task, query: Option<&str>) -> Result<RequestOptions> {
         q.parsed("width")?,
         q.parsed("resolution")?,
         q.string("precision"),
+        q.parsed("latency_budget_ms")?,
     )?;
     let (task, png) = match task {
         Task::Classification => (options::classify(q.parsed("top_k")?)?, false),

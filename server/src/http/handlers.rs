@@ -14,7 +14,7 @@ use super::{AppState, extract};
 use crate::{
     error::{Error, Result},
     repository::Task,
-    service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Timings},
+    service::{Answer, AnswerBody, AutoRouting, InferRequest, Mask, Protocol, Timings},
 };
 
 pub async fn classify(state: State<AppState>, query: RawQuery, request: Request) -> Response {
@@ -81,6 +81,8 @@ struct Envelope<'a, T: Serialize> {
     #[serde(flatten)]
     body: T,
     timings: Timings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto: Option<AutoRouting>,
 }
 
 fn render(answer: Answer) -> Response {
@@ -91,6 +93,7 @@ fn render(answer: Answer) -> Response {
         image_height: answer.image_height,
         body,
         timings: answer.timings,
+        auto: answer.auto,
     };
     let response = match &answer.body {
         AnswerBody::Classes(classes) => Json(envelope(json!({ "classes": classes }))).into_response(),
@@ -142,6 +145,8 @@ pub async fn models(State(state): State<AppState>) -> Result<Response> {
                 "is_default": router.is_default(c),
                 "num_classes": m.num_classes(),
                 "description": c.description,
+                "quality": c.quality,
+                "auto_rank": router.auto_rank(c),
             })
         })
         .collect();

@@ -8,6 +8,7 @@
 //! - [`prepare`]: CPU-bound, run on the decode pool or a model thread, never on the async reactor. Decodes
 //!   ([`decode`]), resizes ([`resize`]), turns upright ([`orient`]) and normalises ([`normalize`]).
 pub mod budget;
+pub mod calibrate;
 pub mod cost;
 mod decode;
 pub mod header;

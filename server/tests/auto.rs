@@ -1,0 +1,220 @@
+//! `model=auto` end to end, over both protocols: the flagship when the budget allows it, a smaller variant
+//! when the flagship is busy, a refusal at once (nothing queued) when no variant fits, the request's
+//! deadline as the budget when it sets none, and each variant's quality and ladder place in the model list.
+//!
+//! A test binary of its own: the counters it reads are process-wide.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mobilenet_proto::v1 as pb;
+use serde_json::Value;
+
+const FLAGSHIP: &str = "mobilenet_v2_1.0_224";
+const INT8: &str = "mobilenet_v2_1.0_224_int8";
+const SMALLEST: &str = "mobilenet_v2_1.0_96";
+
+/// The tests share one server and read its counters, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn server() -> &'static TestServer {
+    static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| start(&[FLAGSHIP, INT8, SMALLEST], &[]))
+}
+
+async fn classify_http(query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(server().url(&format!("/v1/classify?{query}")))
+        .multipart(form(image("parrot.jpg"), "parrot.jpg"));
+    if let Some(ms) = timeout_ms {
+        request = request.header("x-request-timeout-ms", ms.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn classify_grpc(budget_ms: Option<u32>) -> Result<pb::ClassifyResponse, tonic::Status> {
+    let mut client = server().grpc_client().await;
+    client
+        .classify(pb::ClassifyRequest {
+            image: image("parrot.jpg").into(),
+            model: Some(pb::ModelSelector {
+                model: "auto".into(),
+                latency_budget_ms: budget_ms,
+                ..Default::default()
+            }),
+            top_k: Some(1),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The flagship's predicted latency with nothing queued: what the budgets below are scaled from, so that
+/// the test holds on a fast machine and a slow one.
+async fn idle_prediction_ms() -> f64 {
+    let (status, body) = classify_http("model=auto&latency_budget_ms=60000", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], FLAGSHIP, "{body}");
+    body["auto"]["predicted_ms"].as_f64().expect("a prediction")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generous_budget_gets_the_flagship_and_is_met() {
+    let _turn = SERIAL.lock().await;
+    let before = server().metrics().await;
+    let (status, body) = classify_http("model=auto&latency_budget_ms=60000", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], FLAGSHIP, "{body}");
+    assert_eq!(body["auto"]["budget_ms"], 60000.0);
+    let predicted = body["auto"]["predicted_ms"].as_f64().unwrap();
+    assert!(predicted > 0.0 && predicted < 60000.0, "{body}");
+
+    let answer = classify_grpc(Some(60000)).await.expect("served");
+    assert_eq!(answer.model, FLAGSHIP);
+    let auto = answer.auto.expect("the routing is reported");
+    assert_eq!(auto.budget_ms, 60000.0);
+    assert!(auto.predicted_ms > 0.0);
+
+    let after = server().metrics().await;
+    let met = |text: &str| {
+        metric_value(
+            text,
+            "mobilenet_auto_budget_total",
+            &[("model", FLAGSHIP), ("outcome", "met")],
+        )
+    };
+    assert!(met(&after) >= met(&before) + 2.0, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_budget_the_deadline_is_the_budget() {
+    let _turn = SERIAL.lock().await;
+    let (status, body) = classify_http("model=auto", Some(30_000)).await;
+    assert_eq!(status, 200, "{body}");
+    let budget = body["auto"]["budget_ms"].as_f64().unwrap();
+    assert!((29_000.0..=30_000.0).contains(&budget), "{body}");
+
+    let (status, body) = classify_http("latency_budget_ms=50", None).await;
+    assert_eq!(
+        status, 400,
+        "a budget without model=auto is refused: {body}"
+    );
+    assert_eq!(body["kind"], "bad_option");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_variant_fits_is_refused_at_once_with_nothing_queued() {
+    let _turn = SERIAL.lock().await;
+    let batches = |text: &str| {
+        [FLAGSHIP, INT8, SMALLEST]
+            .iter()
+            .map(|m| metric_value(text, "mobilenet_batch_size_count", &[("model", m)]))
+            .sum::<f64>()
+    };
+    let before = server().metrics().await;
+    // Decoding this 600 KB photo alone takes milliseconds: a 1 ms budget fits no variant.
+    let (status, body) = classify_http("model=auto&latency_budget_ms=1", None).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["kind"], "over_budget", "{body}");
+    let status = classify_grpc(Some(1)).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("budget"), "{status:?}");
+
+    let after = server().metrics().await;
+    assert_eq!(batches(&after), batches(&before), "nothing was run");
+    let none = |text: &str| metric_value(text, "mobilenet_auto_routed_total", &[("model", "none")]);
+    assert!(none(&after) >= none(&before) + 2.0, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_flagship_steps_down() {
+    let _turn = SERIAL.lock().await;
+    let idle = idle_prediction_ms().await;
+    // Sixteen clients keep the flagship's queue about fifteen deep: its predicted wait is then several
+    // times its idle latency, while the int8 and 96 variants stay idle and fit three times it.
+    let budget = (3.0 * idle).ceil() as u32;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let stop = stop.clone();
+        load.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = classify_http(&format!("model={FLAGSHIP}"), None).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut chosen = Vec::new();
+    for round in 0..6 {
+        if round % 2 == 0 {
+            let (status, body) =
+                classify_http(&format!("model=auto&latency_budget_ms={budget}"), None).await;
+            assert_eq!(status, 200, "{body}");
+            chosen.push(body["model"].as_str().unwrap().to_owned());
+        } else {
+            let answer = classify_grpc(Some(budget)).await.expect("served");
+            chosen.push(answer.model);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    let stepped = chosen.iter().filter(|m| *m != FLAGSHIP).count();
+    assert!(
+        stepped >= 5,
+        "budget {budget} ms (3x the idle {idle:.1} ms): chose {chosen:?}"
+    );
+    assert!(
+        chosen
+            .iter()
+            .all(|m| [FLAGSHIP, INT8, SMALLEST].contains(&m.as_str())),
+        "{chosen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_list_shows_quality_and_ladder_places() {
+    let _turn = SERIAL.lock().await;
+    let list: Value = reqwest::get(server().url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = |name: &str| {
+        list["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let flagship = entry(FLAGSHIP);
+    assert_eq!(flagship["auto_rank"], 0, "{flagship}");
+    assert_eq!(flagship["quality"]["metric"], "ImageNet top-1 (%)");
+    assert_eq!(flagship["quality"]["value"], 70.8);
+    assert_eq!(entry(INT8)["auto_rank"], 1);
+    let smallest = entry(SMALLEST);
+    assert_eq!(smallest["auto_rank"], 2, "{smallest}");
+    assert!(
+        smallest["quality"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("measured"),
+        "{smallest}"
+    );
+
+    let mut client = server().grpc_client().await;
+    let models = client
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    let grpc_flagship = models.iter().find(|m| m.name == FLAGSHIP).unwrap();
+    assert_eq!(grpc_flagship.auto_rank, Some(0));
+    assert_eq!(grpc_flagship.quality.as_ref().map(|q| q.value), Some(70.8));
+}
