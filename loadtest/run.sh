@@ -6,66 +6,27 @@
 # report can give the mean batch size the batcher formed under that load.
 #
 # Environment (defaults): TASKS ("classify detect segment"), PROTOCOLS ("http grpc"), SCENARIO (constant;
-# or ramping, spike), DURATION (12 s per run; the default sweep takes about 1.5 minutes), RATE and MODEL (per
-# task defaults in k6/inference.js), HTTP_URL (http://127.0.0.1:8080), GRPC_ADDR (127.0.0.1:50051),
+# or ramping, spike, saturate; auto runs auto.sh), DURATION (12 s per run; the default sweep takes about 1.5 minutes), RATE and MODEL (per
+# task defaults in k6/inference.js), HTTP_URL (http://127.0.0.1:8080), GRPC_ADDR (127.0.0.1:50051): any server
+# (a Kubernetes Service, a compose service name, a staging host; see server.sh for when one is started here),
 # TEST_IMAGES (../shared/images), K6 (.venv/bin/k6). Exits 1 if any run crossed a threshold.
 set -euo pipefail
+# SCENARIO=auto is a sweep of its own: model=auto against the flagship under rising load.
+[[ ${SCENARIO:-} == auto ]] && exec "$(dirname "$0")/auto.sh"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=common.sh
+source "$ROOT/loadtest/common.sh"
 TASKS=${TASKS:-classify detect segment}
 PROTOCOLS=${PROTOCOLS:-http grpc}
 SCENARIO=${SCENARIO:-constant}
 DURATION=${DURATION:-12}
-HTTP_URL=${HTTP_URL:-http://127.0.0.1:8080}
-GRPC_ADDR=${GRPC_ADDR:-127.0.0.1:50051}
-TEST_IMAGES=${TEST_IMAGES:-$ROOT/../shared/images}
-MODEL_REPOSITORY=${MODEL_REPOSITORY:-$ROOT/models/repository}
-K6=${K6:-$ROOT/.venv/bin/k6}
-PY=${PY:-$ROOT/.venv/bin/python}
-
-# Load goes to this machine only.
-loopback='^(http://)?(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost|\[::1\]):[0-9]+/?$'
-if ! [[ $HTTP_URL =~ $loopback && $GRPC_ADDR =~ $loopback ]]; then
-  echo "run.sh: only loopback targets are allowed (HTTP_URL=$HTTP_URL GRPC_ADDR=$GRPC_ADDR)" >&2
-  exit 2
-fi
-[[ -x $K6 ]] || { echo "run.sh: no k6 at $K6; run \`make loadtest\` (installs loadtest/requirements.txt)" >&2; exit 2; }
 
 RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-$SCENARIO
 mkdir -p "$RESULTS"
 
-server_pid=""
-stop_server() {
-  if [[ -n $server_pid ]]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-}
-trap stop_server EXIT
-
-if ! curl -sf -o /dev/null "$HTTP_URL/healthz"; then
-  bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/mobilenet-serve
-  [[ -x $bin ]] || { echo "run.sh: no server running and no $bin; run \`make build\`" >&2; exit 2; }
-  [[ -f $MODEL_REPOSITORY/index.json ]] || { echo "run.sh: no model repository at $MODEL_REPOSITORY; run \`make models\`" >&2; exit 2; }
-  ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$("$PY" models/ort_dylib.py)}
-  export ORT_DYLIB_PATH
-  http_addr=${HTTP_URL#http://}
-  http_addr=${http_addr%/}
-  echo "starting mobilenet-serve on $http_addr / $GRPC_ADDR (log: $RESULTS/server.log)"
-  "$bin" --http-addr "$http_addr" --grpc-addr "$GRPC_ADDR" --model-repository "$MODEL_REPOSITORY" \
-    >"$RESULTS/server.log" 2>&1 &
-  server_pid=$!
-fi
-for _ in $(seq 300); do
-  curl -sf -o /dev/null "$HTTP_URL/readyz" && break
-  if [[ -n $server_pid ]] && ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "run.sh: the server exited during start-up; see $RESULTS/server.log" >&2
-    exit 1
-  fi
-  sleep 1
-done
-curl -sf -o /dev/null "$HTTP_URL/readyz" || { echo "run.sh: server not ready after 300 s" >&2; exit 1; }
+ensure_server "$RESULTS"
 
 images=$(find "$TEST_IMAGES" -maxdepth 1 -iname '*.jpg' | sort | paste -sd, -)
 [[ -n $images ]] || { echo "run.sh: no JPEGs in $TEST_IMAGES" >&2; exit 2; }

@@ -71,6 +71,23 @@ pub struct BatchRun {
 }
 
 impl Bare {
+    /// The bare pipeline of `variant` in the layout the server's `config` gives it, and that layout.
+    pub fn open_as_served(
+        env: &Environment,
+        variant: Variant,
+        config: &mobilenet_serve::config::Config,
+    ) -> anyhow::Result<(Bare, ModelKnobs)> {
+        let knobs = config.knobs_for(&variant.config.name, variant.config.serving)?;
+        let bare = Bare::open(
+            env,
+            variant,
+            &knobs,
+            config.image_limits(),
+            config.cpu_scheduling,
+        )?;
+        Ok((bare, knobs))
+    }
+
     pub fn open(
         env: &Environment,
         variant: Variant,

@@ -293,7 +293,7 @@ fn open_bare(
     config: &Config,
 ) -> anyhow::Result<(bare::Bare, ModelKnobs)> {
     let name = variant.config.name.clone();
-    let knobs = config.knobs_for(&name, variant.config.serving)?;
+    let (pipeline, knobs) = bare::Bare::open_as_served(env, variant, config)?;
     let solo = match knobs.solo_intra_op_threads {
         0 => String::new(),
         t => format!(" (+ a solo session x {t})"),
@@ -305,13 +305,6 @@ fn open_bare(
         config.decode_threads(),
         config.cpu_scheduling
     );
-    let pipeline = bare::Bare::open(
-        env,
-        variant,
-        &knobs,
-        config.image_limits(),
-        config.cpu_scheduling,
-    )?;
     Ok((pipeline, knobs))
 }
 

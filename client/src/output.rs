@@ -36,6 +36,22 @@ fn short(label: &str) -> String {
     }
 }
 
+/// The first line of every answer.
+trait Heading {
+    fn heading(&self, file: &str) -> String;
+}
+
+macro_rules! heading_for {
+    ($($result:ty),*) => {$(
+        impl Heading for $result {
+            fn heading(&self, file: &str) -> String {
+                heading(file, &self.model, self.image_width, self.image_height, &self.timings, self.auto)
+            }
+        }
+    )*};
+}
+heading_for!(ClassifyResult, DetectResult, SegmentResult);
+
 fn heading(
     file: &str,
     model: &str,
@@ -71,14 +87,7 @@ pub fn classify(file: &str, r: &ClassifyResult) -> String {
             ]
         })
         .collect();
-    heading(
-        file,
-        &r.model,
-        r.image_width,
-        r.image_height,
-        &r.timings,
-        r.auto,
-    ) + &table(&["rank", "index", "label", "score"], &rows)
+    r.heading(file) + &table(&["rank", "index", "label", "score"], &rows)
 }
 
 pub fn detect(file: &str, r: &DetectResult) -> String {
@@ -94,14 +103,7 @@ pub fn detect(file: &str, r: &DetectResult) -> String {
             ]
         })
         .collect();
-    let mut out = heading(
-        file,
-        &r.model,
-        r.image_width,
-        r.image_height,
-        &r.timings,
-        r.auto,
-    );
+    let mut out = r.heading(file);
     if rows.is_empty() {
         out.push_str("  (no detections above the score threshold)\n");
     } else {
@@ -122,14 +124,7 @@ pub fn segment(file: &str, r: &SegmentResult) -> String {
             ]
         })
         .collect();
-    heading(
-        file,
-        &r.model,
-        r.image_width,
-        r.image_height,
-        &r.timings,
-        r.auto,
-    ) + &table(&["index", "label", "pixels"], &rows)
+    r.heading(file) + &table(&["index", "label", "pixels"], &rows)
 }
 
 pub fn models(models: &[ModelInfo]) -> String {

@@ -23,6 +23,12 @@ pub fn assert_valid(task: Task, options: &RequestOptions) {
     assert!(s.width.is_none_or(|w| w.is_finite() && w > 0.0), "{s:?}");
     assert_ne!(s.resolution, Some(0));
     assert!(s.model.as_ref().is_none_or(|m| !m.is_empty()), "{s:?}");
+    // A latency budget only with model=auto, and within 1 ms..10 min.
+    assert!(
+        s.latency_budget.is_none_or(|b| s.is_auto()
+            && (1..=600_000).contains(&b.as_millis())),
+        "{s:?}"
+    );
     let precision = s.precision.as_deref().map(str::to_ascii_lowercase);
     assert!(
         matches!(precision.as_deref(), None | Some("float32" | "int8")),

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Does model=auto pay? (docs/auto.md) Offers classification load at LEVELS times the flagship's measured capacity,
+# once naming the flagship and once asking for model=auto, both judged against the same latency budget, and writes
+# a markdown report under loadtest/results/<time>-auto/: goodput (answers within the budget per second), the
+# shares answered late and refused, and the share each variant served.
+#
+# Environment (defaults): BUDGET_MS (50), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
+# CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), FLAGSHIP (the
+# classification default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=common.sh
+source "$ROOT/loadtest/common.sh"
+BUDGET_MS=${BUDGET_MS:-50}
+LEVELS=${LEVELS:-0.5 1 2 3}
+DURATION=${DURATION:-15}
+PROTOCOL=${PROTOCOL:-http}
+
+RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto
+mkdir -p "$RESULTS"
+ensure_server "$RESULTS"
+
+images=$(find "$TEST_IMAGES" -maxdepth 1 -iname '*.jpg' | sort | paste -sd, -)
+[[ -n $images ]] || { echo "auto.sh: no JPEGs in $TEST_IMAGES" >&2; exit 2; }
+models=$(curl -sf "$HTTP_URL/v1/models")
+pick() { "$PY" -c "import json, sys; m = json.loads(sys.argv[1])['models']; print($1)" "$models"; }
+variants=$(pick "','.join(x['name'] for x in m if x['task'] == 'classification')")
+FLAGSHIP=${FLAGSHIP:-$(pick "next(x['name'] for x in m if x['task'] == 'classification' and x['is_default'])")}
+
+# k6run NAME VAR=VALUE...: one k6 run, its summary in RESULTS/NAME.summary.json. Refusals and late answers are
+# what is measured here, not failures, so the thresholds are out of the way.
+k6run() {
+  local name=$1
+  shift
+  env "$@" TASK=classify PROTOCOL="$PROTOCOL" IMAGES="$images" HTTP_URL="$HTTP_URL" GRPC_ADDR="$GRPC_ADDR" \
+    VARIANTS="$variants" BUDGET_MS="$BUDGET_MS" MAX_ERROR_RATE=1 P95_MS=1e9 P99_MS=1e9 \
+    SUMMARY_FILE="$RESULTS/$name.summary.json" \
+    "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/$name.k6.log" ||
+    echo "k6 exited $? for $name; see $RESULTS/$name.k6.log" >&2
+}
+
+if [[ -z ${CAPACITY:-} ]]; then
+  k6run capacity SCENARIO=saturate MODEL="$FLAGSHIP" DURATION=10
+  CAPACITY=$("$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
+    "$RESULTS/capacity.summary.json")
+fi
+echo "flagship $FLAGSHIP, capacity $CAPACITY req/s, budget $BUDGET_MS ms"
+for level in $LEVELS; do
+  rate=$("$PY" -c "print(max(1, round($level * $CAPACITY)))")  # k6 takes whole requests per second
+  for model in "$FLAGSHIP" auto; do
+    k6run "$level-$model" SCENARIO=constant RATE="$rate" MODEL="$model" DURATION="$DURATION"
+  done
+done
+
+{
+  echo "# model=auto against the flagship: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); k6 runs on the same CPUs."
+  echo "Command: \`SCENARIO=auto BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
+  echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s (8 closed-loop clients), budget $BUDGET_MS ms (client-side time)."
+  echo
+  "$PY" "$ROOT/loadtest/auto_report.py" "$RESULTS" "$FLAGSHIP"
+} >"$RESULTS/report.md"
+cat "$RESULTS/report.md"
+echo
+echo "report: $RESULTS/report.md"

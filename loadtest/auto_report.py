@@ -1,0 +1,64 @@
+"""Markdown report of one `loadtest/auto.sh` run: per load level, the flagship named and model=auto side by side,
+then the issue's goals computed from the same rows.
+
+Usage: auto_report.py RESULTS_DIR FLAGSHIP  (reads RESULTS_DIR/<level>-<model>.summary.json)"""
+import json
+import pathlib
+import sys
+
+
+def row(s):
+    """The figures of one run: goodput and the shares of requests answered in time, late, refused, failed."""
+    requests = s['requests'] or 0
+    ok = s['ok_images']
+    refused = (s['shed_rate'] or 0) * requests
+    failed = (s['error_rate'] or 0) * requests - refused
+    share = (lambda n: n / requests) if requests else (lambda n: 0.0)
+    return {
+        'offered': s['target_rate'], 'requests': requests, 'goodput': s['within_budget'] / s['duration_s'],
+        'in_time': share(s['within_budget']), 'late': share(ok - s['within_budget']), 'refused': share(refused),
+        'failed': share(failed), 'served': {m: n / ok for m, n in s['served'].items() if ok and n},
+        'dropped': s['dropped_iterations'],
+    }
+
+
+def pct(v):
+    return f'{100 * v:.1f}%'
+
+
+def main(results, flagship):
+    runs = {}
+    for path in results.glob('*.summary.json'):
+        level, _, model = path.name[: -len('.summary.json')].partition('-')
+        if model:
+            runs[(float(level), 'auto' if model == 'auto' else 'fixed')] = row(json.loads(path.read_text()))
+    print('| load (x capacity) | offered req/s | model | goodput /s | in budget | late | refused | failed '
+          '| k6 dropped | served by |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for (level, mode), r in sorted(runs.items()):
+        served = ', '.join(f'{m} {pct(v)}' for m, v in sorted(r['served'].items(), key=lambda kv: -kv[1]))
+        print(f"| {level:g} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
+              f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['refused'])} | {pct(r['failed'])} "
+              f"| {r['dropped']} | {served or '-'} |")
+    levels = sorted({level for level, _ in runs})
+    if not levels:
+        return
+    print()
+    top = levels[-1]
+    fixed, auto = runs.get((top, 'fixed')), runs.get((top, 'auto'))
+    if fixed and auto and fixed['goodput'] > 0:
+        gain = auto['goodput'] / fixed['goodput']
+        print(f"- goodput at {top:g}x: auto {auto['goodput']:.1f}/s against {fixed['goodput']:.1f}/s, "
+              f"{gain:.2f}x (goal 1.5x): {'met' if gain >= 1.5 else 'NOT met'}")
+    low = runs.get((levels[0], 'auto'))
+    if low:
+        share = low['served'].get(flagship, 0.0)
+        print(f"- at {levels[0]:g}x, auto served {pct(share)} of its answers with {flagship} (goal 100%): "
+              f"{'met' if share >= 0.999 else 'NOT met'}")
+    lates = ', '.join(f"{level:g}x {pct(runs[(level, 'auto')]['late'])}" for level in levels if (level, 'auto') in runs)
+    print(f"- auto's answers over budget, by load: {lates} (goal at most 1% while the load is within the cheapest "
+          "variant's capacity)")
+
+
+if __name__ == '__main__':
+    main(pathlib.Path(sys.argv[1]), sys.argv[2])
