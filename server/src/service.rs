@@ -432,7 +432,7 @@ impl Service {
             .map(|cost| cost.predict(header.pixels()))
             .unwrap_or_default();
         let candidates = router.auto_candidates(task, &request.selector)?;
-        // The time already spent on this request (reading nothing: the body is in) counts against the budget.
+        // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
         let predictions: Vec<Option<Duration>> = candidates
             .iter()
