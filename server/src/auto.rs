@@ -53,31 +53,29 @@ pub fn choose(predictions: &[Option<Duration>], budget: Duration) -> Choice {
 }
 
 /// Seconds of decoding per megapixel of the client's image, learned from the requests served (decoding,
-/// resizing and normalising, on the decode pool or on a model thread), seeded at start-up.
-#[derive(Debug, Clone, Copy)]
+/// resizing and normalising, on the decode pool or on a model thread); the first image observed (the start-up
+/// sample, or the first request's when there was none) seeds it.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeCost {
-    seconds_per_megapixel: f64,
+    seconds_per_megapixel: Option<f64>,
 }
 
 impl DecodeCost {
-    /// Starts from one measured image (the start-up calibration).
-    pub fn seeded(pixels: u64, took: Duration) -> DecodeCost {
-        DecodeCost {
-            seconds_per_megapixel: per_megapixel(pixels, took),
-        }
-    }
-
     pub fn observe(&mut self, pixels: u64, took: Duration) {
         if pixels == 0 {
             return;
         }
         let sample = per_megapixel(pixels, took);
-        self.seconds_per_megapixel += NEWEST_WEIGHT * (sample - self.seconds_per_megapixel);
+        self.seconds_per_megapixel = Some(match self.seconds_per_megapixel {
+            Some(avg) => avg + NEWEST_WEIGHT * (sample - avg),
+            None => sample,
+        });
     }
 
-    /// Expected decoding time of an image of `pixels`.
+    /// Expected decoding time of an image of `pixels`: zero until an image was observed.
     pub fn predict(&self, pixels: u64) -> Duration {
-        Duration::from_secs_f64(self.seconds_per_megapixel * pixels as f64 / 1e6)
+        let per_megapixel = self.seconds_per_megapixel.unwrap_or_default();
+        Duration::from_secs_f64(per_megapixel * pixels as f64 / 1e6)
     }
 }
 
@@ -159,8 +157,14 @@ mod tests {
 
     #[test]
     fn decode_cost_scales_with_pixels_and_follows_new_images() {
-        let mut cost = DecodeCost::seeded(1_000_000, ms(4));
-        assert_eq!(cost.predict(2_000_000), ms(8));
+        let mut cost = DecodeCost::default();
+        assert_eq!(
+            cost.predict(1_000_000),
+            Duration::ZERO,
+            "nothing observed yet"
+        );
+        cost.observe(1_000_000, ms(4));
+        assert_eq!(cost.predict(2_000_000), ms(8), "the first image seeds it");
         assert_eq!(cost.predict(0), Duration::ZERO);
         for _ in 0..200 {
             cost.observe(500_000, ms(1)); // 2 ms per megapixel

@@ -192,22 +192,7 @@ pub async fn run(
     let load_config = config.clone();
     let loading = tokio::task::spawn_blocking(move || {
         let router = load_models(&load_config, &runtime)?;
-        let first = &router.models()[0].variant.config.input;
-        // Not fatal: limits below a 720p photo refuse the sample, and `auto` then learns from the first request.
-        let sample = match imaging::calibrate::decode_sample(first, &load_config.image_limits()) {
-            Ok((pixels, took)) => {
-                tracing::info!(
-                    pixels,
-                    took_us = took.as_micros() as u64,
-                    "decode speed measured"
-                );
-                Some((pixels, took))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "decode speed not measured at start-up");
-                None
-            }
-        };
+        let sample = measure_decode_speed(&router, &load_config);
         if load_config.malloc_trim_interval_ms > 0 {
             malloc::trim_now();
         }
@@ -242,6 +227,27 @@ pub async fn run(
 const GRPC_MAX_FRAME_BYTES: u32 = 1 << 20;
 const GRPC_STREAM_WINDOW_BYTES: u32 = 4 << 20;
 const GRPC_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// Prepares a synthetic 720p JPEG for the first model, which `model=auto` predicts decoding from until requests
+/// refine it. Not fatal: limits below a 720p photo refuse the sample, and `auto` then learns from the first
+/// request.
+fn measure_decode_speed(router: &Router<Model>, config: &Config) -> Option<(u64, Duration)> {
+    let first = &router.models()[0].variant.config.input;
+    match imaging::calibrate::decode_sample(first, &config.image_limits()) {
+        Ok((pixels, took)) => {
+            tracing::info!(
+                pixels,
+                took_us = took.as_micros() as u64,
+                "decode speed measured"
+            );
+            Some((pixels, took))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "decode speed not measured at start-up");
+            None
+        }
+    }
+}
 
 /// Reads the repository and loads every selected variant (sessions built and warmed).
 fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Router<Model>> {

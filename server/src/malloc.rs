@@ -37,7 +37,7 @@ pub fn trim_now() {
 /// glibc returns memory only from the top of a heap, so pages freed below a live block stay resident: after a
 /// burst of large images and segmentation batches the three default models held about 28 MiB of freed pages
 /// (measured with `malloc_trim` called from a debugger after load, docs/memory.md). `malloc_trim(0)` releases
-/// every free page of every arena with `madvise`, in about a millisecond here, so calling it once a second
+/// every free page of every arena with `madvise`, in 1.4–2.7 ms here (docs/memory.md), so calling it once a second
 /// bounds what the process holds between bursts without touching the hot path.
 pub fn trim_periodically(interval: std::time::Duration) -> anyhow::Result<()> {
     if interval.is_zero() {

@@ -126,8 +126,8 @@ pub struct Service {
     decode_budget: DecodeBudget,
     /// The deadline of requests that bring none (`--default-request-timeout-ms`).
     default_timeout: Option<Duration>,
-    /// Decoding time per megapixel, for `model=auto`'s predictions; `None` until seeded at start-up.
-    decode_cost: std::sync::Mutex<Option<DecodeCost>>,
+    /// Decoding time per megapixel, for `model=auto`'s predictions.
+    decode_cost: std::sync::Mutex<DecodeCost>,
 }
 
 impl Service {
@@ -143,7 +143,7 @@ impl Service {
             image_limits,
             decode_budget,
             default_timeout: None,
-            decode_cost: std::sync::Mutex::new(None),
+            decode_cost: std::sync::Mutex::new(DecodeCost::default()),
         }
     }
 
@@ -157,11 +157,13 @@ impl Service {
     /// count and preparation time, which `model=auto` predicts decoding from until requests refine it
     /// (without one, from the first request's).
     pub fn set_models(&self, router: Router<Model>, decode_sample: Option<(u64, Duration)>) {
-        *self.decode_cost() = decode_sample.map(|(pixels, took)| DecodeCost::seeded(pixels, took));
+        if let Some((pixels, took)) = decode_sample {
+            self.decode_cost().observe(pixels, took);
+        }
         let _ = self.router.set(router);
     }
 
-    fn decode_cost(&self) -> std::sync::MutexGuard<'_, Option<DecodeCost>> {
+    fn decode_cost(&self) -> std::sync::MutexGuard<'_, DecodeCost> {
         self.decode_cost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -385,13 +387,8 @@ impl Service {
             postprocess,
         };
         *phases = Some(p);
-        let pixels = u64::from(w) * u64::from(h);
-        let mut cost = self.decode_cost();
-        match cost.as_mut() {
-            Some(cost) => cost.observe(pixels, p.decode),
-            None => *cost = Some(DecodeCost::seeded(pixels, p.decode)),
-        }
-        drop(cost);
+        self.decode_cost()
+            .observe(u64::from(w) * u64::from(h), p.decode);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(Answer {
             model: variant.config.name.clone(),
@@ -427,10 +424,7 @@ impl Service {
                 reason: "model=auto needs a latency budget or a request deadline".into(),
             })?;
         let header = imaging::header::parse(&request.image)?;
-        let decode = self
-            .decode_cost()
-            .map(|cost| cost.predict(header.pixels()))
-            .unwrap_or_default();
+        let decode = self.decode_cost().predict(header.pixels());
         let candidates = router.auto_candidates(task, &request.selector)?;
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
