@@ -19,11 +19,17 @@ def row(s):
         'in_time': share(s['within_budget']), 'late': share(ok - s['within_budget']), 'refused': share(refused),
         'failed': share(failed), 'served': {m: n / ok for m, n in s['served'].items() if ok and n},
         'dropped': s['dropped_iterations'],
+        'late_in_server': share(s.get('late_in_server', 0)),
+        'outside': s.get('outside_server_ms') or {},
     }
 
 
 def pct(v):
     return f'{100 * v:.1f}%'
+
+
+def ms(v):
+    return '-' if v is None else f'{v:.1f}'
 
 
 def main(results, flagship):
@@ -32,13 +38,14 @@ def main(results, flagship):
         level, _, model = path.name[: -len('.summary.json')].partition('-')
         if model:
             runs[(float(level), 'auto' if model == 'auto' else 'fixed')] = row(json.loads(path.read_text()))
-    print('| load (x capacity) | offered req/s | model | goodput /s | in budget | late | refused | failed '
-          '| k6 dropped | served by |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('| load (x capacity) | offered req/s | model | goodput /s | in budget | late | of which late in the server '
+          '| outside the server p50 / p99 ms | refused | failed | k6 dropped | served by |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for (level, mode), r in sorted(runs.items()):
         served = ', '.join(f'{m} {pct(v)}' for m, v in sorted(r['served'].items(), key=lambda kv: -kv[1]))
         print(f"| {level:g} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
-              f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['refused'])} | {pct(r['failed'])} "
+              f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['late_in_server'])} | {ms(r['outside'].get('p50'))} / "
+              f"{ms(r['outside'].get('p99'))} | {pct(r['refused'])} | {pct(r['failed'])} "
               f"| {r['dropped']} | {served or '-'} |")
     levels = sorted({level for level, _ in runs})
     if not levels:

@@ -5,11 +5,29 @@
 //! take: the wait behind the requests it has admitted, its own run, and decoding this image, which
 //! [`DecodeCost`] predicts from the image's size. The first variant whose prediction fits is chosen; when
 //! none does, the request is refused at once, before anything is queued, so that no work is spent on an
-//! answer that would come too late. Pure logic, no clock and no threads: every rule is unit tested below.
-use std::time::Duration;
+//! answer that would come too late. Each variant's predictions are raised by a [`Margin`] learned from
+//! how far its answers overran their predictions, so that the budget holds for the requests the predictions
+//! underestimate (a burst arriving together, a batch that ran long, the CPU taken by something else).
+//! Pure logic, no threads, the clock passed in: every rule is unit tested below.
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 /// Weight of the newest observation in the decode cost's decaying average: about the last twenty images.
 const NEWEST_WEIGHT: f64 = 0.05;
+
+/// How many of a variant's latest auto-routed answers its margin is taken from: enough for a 99th
+/// percentile at a hundred requests per second.
+const MARGIN_WINDOW: usize = 128;
+
+/// How long an answer counts towards the margin. A margin that only answers could shrink would stay up for
+/// good once it made the variant too slow to be chosen (no more answers from it); with an age limit it comes
+/// back down two seconds after the variant was last chosen, and the variant is tried again.
+const MARGIN_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// The share of those answers whose overrun the margin covers.
+const MARGIN_QUANTILE: f64 = 0.99;
 
 /// What the router decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +94,46 @@ impl DecodeCost {
     pub fn predict(&self, pixels: u64) -> Duration {
         let per_megapixel = self.seconds_per_megapixel.unwrap_or_default();
         Duration::from_secs_f64(per_megapixel * pixels as f64 / 1e6)
+    }
+}
+
+/// How much later than predicted a variant's auto-routed answers came: the 99th percentile of (actual -
+/// predicted) over its latest [`MARGIN_WINDOW`] answers of the last [`MARGIN_MAX_AGE`], never negative. Added
+/// to its predictions, it turns "predicted to fit" into "fits in 99 of 100 such requests" without a hand-set
+/// constant. Per variant, because a busy flagship's errors say nothing of an idle small variant's. Added
+/// rather than multiplied: a factor, tried too (docs/auto.md), grew large on short predictions at light load
+/// and moved requests off the flagship that would have been on time.
+#[derive(Debug, Clone, Default)]
+pub struct Margin {
+    /// (when the answer came, actual - predicted in seconds), oldest first.
+    overruns: VecDeque<(Instant, f64)>,
+}
+
+impl Margin {
+    pub fn observe(&mut self, now: Instant, predicted: Duration, actual: Duration) {
+        if self.overruns.len() == MARGIN_WINDOW {
+            self.overruns.pop_front();
+        }
+        self.overruns
+            .push_back((now, actual.as_secs_f64() - predicted.as_secs_f64()));
+    }
+
+    /// The margin at `now`: zero when no recent answer came later than predicted.
+    pub fn at(&mut self, now: Instant) -> Duration {
+        while self
+            .overruns
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > MARGIN_MAX_AGE)
+        {
+            self.overruns.pop_front();
+        }
+        let mut sorted: Vec<f64> = self.overruns.iter().map(|(_, o)| *o).collect();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let rank = (MARGIN_QUANTILE * sorted.len() as f64).ceil() as usize;
+        Duration::from_secs_f64(sorted[rank.clamp(1, sorted.len()) - 1].max(0.0))
     }
 }
 
@@ -152,6 +210,55 @@ mod tests {
                 index: 1,
                 predicted: None
             }
+        );
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_micros(1)
+    }
+
+    #[test]
+    fn the_margin_covers_the_99th_percentile_of_recent_overruns() {
+        let t0 = Instant::now();
+        let mut margin = Margin::default();
+        assert_eq!(margin.at(t0), Duration::ZERO, "nothing observed yet");
+        for _ in 0..MARGIN_WINDOW {
+            margin.observe(t0, ms(20), ms(15)); // early: no margin needed
+        }
+        assert_eq!(
+            margin.at(t0),
+            Duration::ZERO,
+            "early answers never make it negative"
+        );
+        margin.observe(t0, ms(20), ms(60));
+        assert_eq!(
+            margin.at(t0),
+            Duration::ZERO,
+            "one overrun in 128 is past the 99th percentile"
+        );
+        margin.observe(t0, ms(20), ms(32));
+        assert!(
+            close(margin.at(t0), ms(12)),
+            "two are not: the smaller of them is the margin"
+        );
+        for _ in 0..MARGIN_WINDOW {
+            margin.observe(t0, ms(20), ms(25));
+        }
+        assert!(close(margin.at(t0), ms(5)), "old answers leave the window");
+    }
+
+    #[test]
+    fn a_margin_comes_back_down_when_its_variant_is_no_longer_chosen() {
+        let t0 = Instant::now();
+        let mut margin = Margin::default();
+        for _ in 0..10 {
+            margin.observe(t0, ms(10), ms(80));
+        }
+        assert!(close(margin.at(t0 + Duration::from_secs(1)), ms(70)));
+        assert_eq!(
+            margin.at(t0 + MARGIN_MAX_AGE + ms(1)),
+            Duration::ZERO,
+            "no answers for two seconds: the variant is predicted afresh"
         );
     }
 

@@ -2,6 +2,7 @@
 //! or on the model thread when the model's knobs say so) → queue → model thread → finish → answer, with the
 //! request recorded in the metrics once, here.
 use std::{
+    collections::HashMap,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -14,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
-    auto::{self, Choice, DecodeCost},
+    auto::{self, Choice, DecodeCost, Margin},
     batching::Payload,
     engine::Model,
     error::{Error, Result},
@@ -105,6 +106,15 @@ pub struct AutoRouting {
     pub budget_ms: f64,
     /// `None` when the chosen variant had not run a batch yet.
     pub predicted_ms: Option<f64>,
+    /// What was added to every prediction before comparing it with the budget ([`auto::Margin`]).
+    pub margin_ms: f64,
+}
+
+/// What `model=auto` decided, kept until the answer to learn from and to judge the budget by.
+#[derive(Debug, Clone, Copy)]
+struct Routed {
+    budget: Duration,
+    predicted: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +138,8 @@ pub struct Service {
     default_timeout: Option<Duration>,
     /// Decoding time per megapixel, for `model=auto`'s predictions.
     decode_cost: std::sync::Mutex<DecodeCost>,
+    /// Per variant, how much later than predicted its `model=auto` answers came.
+    margins: std::sync::Mutex<HashMap<String, Margin>>,
 }
 
 impl Service {
@@ -144,6 +156,7 @@ impl Service {
             decode_budget,
             default_timeout: None,
             decode_cost: std::sync::Mutex::new(DecodeCost::default()),
+            margins: Default::default(),
         }
     }
 
@@ -165,6 +178,10 @@ impl Service {
 
     fn decode_cost(&self) -> std::sync::MutexGuard<'_, DecodeCost> {
         self.decode_cost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn margins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Margin>> {
+        self.margins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn router(&self) -> Option<&Router<Model>> {
@@ -252,7 +269,7 @@ impl Service {
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
-        let mut routed: Option<Duration> = None;
+        let mut routed: Option<Routed> = None;
         let inner = self.infer_inner(
             task,
             request,
@@ -274,9 +291,19 @@ impl Service {
             Ok(_) => "ok",
             Err(e) => e.parts().kind,
         };
-        if let Some(budget) = routed {
-            let met = result.is_ok() && start.elapsed() <= budget;
-            metrics::record_auto_budget(task.as_str(), &model_name, met);
+        if let Some(Routed { budget, predicted }) = routed {
+            let took = start.elapsed();
+            metrics::record_auto_budget(
+                task.as_str(),
+                &model_name,
+                result.is_ok() && took <= budget,
+            );
+            if let (Ok(_), Some(predicted)) = (&result, predicted) {
+                self.margins()
+                    .entry(model_name.clone())
+                    .or_default()
+                    .observe(Instant::now(), predicted, took);
+            }
         }
         metrics::record_request(
             &model_name,
@@ -296,14 +323,14 @@ impl Service {
         start: Instant,
         model_name: &mut String,
         phases: &mut Option<metrics::PhaseTimes>,
-        routed: &mut Option<Duration>,
+        routed: &mut Option<Routed>,
     ) -> Result<Answer> {
         // No draining check here: the servers stop taking new requests on shutdown, and everything that got
         // this far was accepted before it, so it is served in full.
         let router = self.router.get().ok_or(Error::NotReady)?;
         let (model, auto) = if request.selector.is_auto() {
-            let (model, routing, budget) = self.route_auto(router, task, &request, start)?;
-            *routed = Some(budget);
+            let (model, routing, decision) = self.route_auto(router, task, &request, start)?;
+            *routed = Some(decision);
             (model, Some(routing))
         } else {
             (router.select(task, &request.selector)?, None)
@@ -414,7 +441,7 @@ impl Service {
         task: Task,
         request: &InferRequest,
         start: Instant,
-    ) -> Result<(Arc<Model>, AutoRouting, Duration)> {
+    ) -> Result<(Arc<Model>, AutoRouting, Routed)> {
         let budget = request
             .selector
             .latency_budget
@@ -432,16 +459,32 @@ impl Service {
             .iter()
             .map(|m| m.batcher.predict_latency(decode).map(|p| p + spent))
             .collect();
+        let with_margin: Vec<Option<Duration>> = {
+            let (mut margins, now) = (self.margins(), Instant::now());
+            candidates
+                .iter()
+                .zip(&predictions)
+                .map(|(m, p)| {
+                    let margin = margins
+                        .get_mut(&m.variant.config.name)
+                        .map_or(Duration::ZERO, |margin| margin.at(now));
+                    p.map(|p| p + margin)
+                })
+                .collect()
+        };
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        match auto::choose(&predictions, budget) {
-            Choice::Fits { index, predicted } => {
+        match auto::choose(&with_margin, budget) {
+            Choice::Fits { index, .. } => {
                 let model = candidates[index].clone();
                 metrics::record_auto_routed(task.as_str(), &model.variant.config.name);
+                let predicted = predictions[index];
+                let margin = with_margin[index].zip(predicted).map(|(m, p)| m - p);
                 let routing = AutoRouting {
                     budget_ms: ms(budget),
                     predicted_ms: predicted.map(ms),
+                    margin_ms: margin.map_or(0.0, ms),
                 };
-                Ok((model, routing, budget))
+                Ok((model, routing, Routed { budget, predicted }))
             }
             Choice::NoneFits { fastest, predicted } => {
                 metrics::record_auto_routed(task.as_str(), "none");

@@ -70,12 +70,17 @@ async fn a_generous_budget_gets_the_flagship_and_is_met() {
     assert_eq!(body["auto"]["budget_ms"], 60000.0);
     let predicted = body["auto"]["predicted_ms"].as_f64().unwrap();
     assert!(predicted > 0.0 && predicted < 60000.0, "{body}");
+    let margin = body["auto"]["margin_ms"]
+        .as_f64()
+        .expect("the margin is reported");
+    assert!((0.0..60000.0).contains(&margin), "{body}");
 
     let answer = classify_grpc(Some(60000)).await.expect("served");
     assert_eq!(answer.model, FLAGSHIP);
     let auto = answer.auto.expect("the routing is reported");
     assert_eq!(auto.budget_ms, 60000.0);
     assert!(auto.predicted_ms > 0.0);
+    assert!(auto.margin_ms >= 0.0);
 
     let after = server().metrics().await;
     let met = |text: &str| {

@@ -103,6 +103,7 @@ fn auto_routing(answer: &Answer) -> Option<pb::AutoRouting> {
     answer.auto.map(|a| pb::AutoRouting {
         budget_ms: a.budget_ms,
         predicted_ms: a.predicted_ms.unwrap_or_default(),
+        margin_ms: a.margin_ms,
     })
 }
 
