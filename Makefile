@@ -39,6 +39,15 @@ $(VENV)/.stamp: models/requirements.txt models/constraints.txt
 
 venv: $(VENV)/.stamp
 
+# Third-party Open Inference Protocol clients (tritonclient) in a venv of their own: their pins conflict with
+# TensorFlow's in the main one.
+OIP_VENV := $(ROOT)/.venv-oip
+OIP_CLIENTS := server/tests/oip_clients
+$(OIP_VENV)/.stamp: $(OIP_CLIENTS)/requirements.txt $(OIP_CLIENTS)/constraints.txt
+	python3 -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/python -m pip install --quiet -r $(OIP_CLIENTS)/requirements.txt -c $(OIP_CLIENTS)/constraints.txt
+	touch $@
+
 # cmake and nasm for the vendored libjpeg-turbo, from apt when missing (scripts/build-tools.sh).
 tools:
 	@scripts/build-tools.sh
@@ -60,10 +69,12 @@ run: models build
 
 # The health tests' faulty graph is written by its script, not tracked (no model files in git); so are the
 # fidelity test's reference pixels (Pillow's pre-processing of every test image).
-test: models-test tools
+test: models-test tools $(OIP_VENV)/.stamp
 	$(PY) server/tests/data/faulty_model.py
 	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
+	cargo build --release -p mobilenet-serve
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
 .PHONY: client-test loadtest bench memory decode-bench tradeoff

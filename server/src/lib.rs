@@ -36,6 +36,7 @@ pub mod imaging;
 pub mod malloc;
 pub mod memory;
 pub mod metrics;
+pub mod model_info;
 pub mod net;
 pub mod options;
 pub mod postprocess;
@@ -141,10 +142,15 @@ pub async fn run(
         timeouts,
         drain.clone(),
     );
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions: v1, and v1alpha for the clients that still ask for it only (older
+    // grpcurl, Postman, Python's grpcio-reflection), which would get UNIMPLEMENTED from v1 alone.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mobilenet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     // Outermost, so that a call refused from its head holds none of the body budget.
     let head_admission = grpc::head::HeadAdmissionLayer {
         service: service.clone(),
@@ -176,6 +182,7 @@ pub async fn run(
     let grpc = grpc
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(inference)
         .serve_with_incoming_shutdown(
             net::grpc::incoming(acceptor(listeners.grpc, "grpc"), timeouts.header),

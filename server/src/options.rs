@@ -75,6 +75,16 @@ pub fn detect(
     })
 }
 
+/// The segmentation mask's encoding, by name: `json` (HTTP's name) or `rle` (gRPC's) for run lengths, or
+/// `png`. Returns whether it is PNG.
+pub fn mask_format(name: &str) -> Result<bool> {
+    match name.to_ascii_lowercase().as_str() {
+        "json" | "rle" => Ok(false),
+        "png" => Ok(true),
+        _ => Err(bad("format", format!("{name:?} is not json, rle or png"))),
+    }
+}
+
 /// Checks the routing attributes; an empty model name or precision means "not set". A latency budget is
 /// read only with `model=auto`, which picks the variant by it.
 pub fn selector(
@@ -149,6 +159,16 @@ mod tests {
         assert!(detect(None, None, Some(0)).is_err());
         assert!(selector(None, Some(-1.0), None, None, None).is_err());
         assert!(selector(None, None, None, Some("fp16".into()), None).is_err());
+        assert!(mask_format("svg").is_err());
+        assert!(mask_format("7").is_err());
+    }
+
+    #[test]
+    fn mask_formats_by_either_protocols_name() {
+        assert!(!mask_format("json").unwrap());
+        assert!(!mask_format("rle").unwrap());
+        assert!(mask_format("png").unwrap());
+        assert!(mask_format("PNG").unwrap());
     }
 
     #[test]

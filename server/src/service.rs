@@ -19,9 +19,12 @@ use crate::{
     batching::Payload,
     engine::Model,
     error::{Error, Result},
-    imaging::{self, DecodeBudget, ImageLimits},
+    imaging::{self, DecodeBudget, Encoded, ImageLimits},
     metrics,
-    postprocess::{BoxXyxy, Class, Decoded, TaskOptions, label, segment},
+    postprocess::{
+        Class, Decoded, TaskOptions,
+        finish::{self, Detection, Segmentation},
+    },
     repository::Task,
     routing::{Router, Selector},
 };
@@ -52,44 +55,6 @@ pub struct InferRequest {
     pub protocol: Protocol,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Detection {
-    pub class_index: u32,
-    pub label: String,
-    pub score: f32,
-    #[serde(rename = "box")]
-    pub bbox: BoxXyxy,
-    pub box_normalized: BoxXyxy,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassFraction {
-    pub index: u32,
-    pub label: String,
-    pub fraction: f32,
-}
-
-#[derive(Debug, Clone)]
-pub enum Mask {
-    Rle {
-        width: u32,
-        height: u32,
-        values: Vec<u32>,
-        lengths: Vec<u32>,
-    },
-    Png(Vec<u8>),
-}
-
-#[derive(Debug, Clone)]
-pub enum AnswerBody {
-    Classes(Vec<Class>),
-    Detections(Vec<Detection>),
-    Segmentation {
-        classes: Vec<ClassFraction>,
-        mask: Mask,
-    },
-}
-
 /// Phase timings in milliseconds, as the API reports them.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
@@ -117,15 +82,58 @@ struct Routed {
     predicted: Option<Duration>,
 }
 
+/// One answer: the task's result `body` ([`Classes`], [`Detections`] or [`Segmentation`]), with what every
+/// answer carries.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub struct Answer<B> {
     pub model: String,
     pub image_width: u32,
     pub image_height: u32,
-    pub body: AnswerBody,
+    pub body: B,
     pub timings: Timings,
     /// Set when the request asked for `model=auto`.
     pub auto: Option<AutoRouting>,
+}
+
+pub type Classes = Vec<Class>;
+pub type Detections = Vec<Detection>;
+
+/// The finished result of any task, inside the service only: the typed entry points
+/// ([`Service::classify`], [`Service::detect`], [`Service::segment`]) unwrap it once, so no front end
+/// matches on a task it did not ask for.
+enum Body {
+    Classes(Classes),
+    Detections(Detections),
+    Segmentation(Segmentation),
+}
+
+impl Answer<Body> {
+    fn typed<B>(self, body: impl FnOnce(Body) -> Option<B>) -> Result<Answer<B>> {
+        Ok(Answer {
+            body: body(self.body)
+                .ok_or_else(|| Error::internal("the router chose a model of another task"))?,
+            model: self.model,
+            image_width: self.image_width,
+            image_height: self.image_height,
+            timings: self.timings,
+            auto: self.auto,
+        })
+    }
+}
+
+/// Records a request refused before it reached the service (bad options, no image, a body over the limit, a
+/// wrong media type, an unknown route) in `mobilenet_requests_total`, as every other request is: model
+/// `none`, the error's kind as its outcome, task `none` where the route names none. The front ends call it
+/// for exactly the errors they raise themselves, so each request is counted once.
+pub fn record_refused(task: Option<Task>, protocol: Protocol, error: &Error, took: Duration) {
+    metrics::record_request(
+        "none",
+        task.map_or("none", Task::as_str),
+        protocol.as_str(),
+        error.parts().kind,
+        took,
+        None,
+    );
 }
 
 pub struct Service {
@@ -261,8 +269,32 @@ impl Service {
         deadline.or_else(|| self.default_timeout.map(|t| start + t))
     }
 
+    pub async fn classify(&self, request: InferRequest) -> Result<Answer<Classes>> {
+        let answer = self.infer(Task::Classification, request).await?;
+        answer.typed(|body| match body {
+            Body::Classes(classes) => Some(classes),
+            _ => None,
+        })
+    }
+
+    pub async fn detect(&self, request: InferRequest) -> Result<Answer<Detections>> {
+        let answer = self.infer(Task::Detection, request).await?;
+        answer.typed(|body| match body {
+            Body::Detections(detections) => Some(detections),
+            _ => None,
+        })
+    }
+
+    pub async fn segment(&self, request: InferRequest) -> Result<Answer<Segmentation>> {
+        let answer = self.infer(Task::Segmentation, request).await?;
+        answer.typed(|body| match body {
+            Body::Segmentation(segmentation) => Some(segmentation),
+            _ => None,
+        })
+    }
+
     /// Serves one request and records it in the metrics, whatever the outcome.
-    pub async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer> {
+    async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer<Body>> {
         let start = Instant::now();
         let _in_flight = metrics::InFlight::start(request.protocol.as_str());
         request.deadline = self.deadline_or_default(request.deadline, start);
@@ -324,7 +356,7 @@ impl Service {
         model_name: &mut String,
         phases: &mut Option<metrics::PhaseTimes>,
         routed: &mut Option<Routed>,
-    ) -> Result<Answer> {
+    ) -> Result<Answer<Body>> {
         // No draining check here: the servers stop taking new requests on shutdown, and everything that got
         // this far was accepted before it, so it is served in full.
         let router = self.router.get().ok_or(Error::NotReady)?;
@@ -345,22 +377,17 @@ impl Service {
         let inspection =
             imaging::inspect(&request.image, &variant.config.input, &self.image_limits)?;
         let reservation = self.decode_budget.reserve(inspection.memory_bytes).await?;
+        let encoded = Encoded {
+            bytes: request.image,
+            inspection,
+            reservation,
+        };
         let payload = if model.knobs.decode_in_model_thread {
-            Payload::Encoded {
-                bytes: request.image,
-                inspection,
-                reservation,
-            }
+            Payload::Encoded(encoded)
         } else {
-            let image = request.image;
             let spec_variant = variant.clone();
             let prepared = self
-                .blocking(move || {
-                    let prepared =
-                        imaging::prepare(&image, &inspection, &spec_variant.config.input);
-                    drop(reservation);
-                    prepared
-                })
+                .blocking(move || encoded.prepare(&spec_variant.config.input))
                 .await?;
             Payload::Prepared(prepared)
         };
@@ -374,36 +401,25 @@ impl Service {
         let finish_start = Instant::now();
         let (w, h) = (output.width, output.height);
         let body = match output.decoded {
-            Decoded::Classes(classes) => AnswerBody::Classes(classes),
-            Decoded::Detections(raw) => AnswerBody::Detections(
-                raw.into_iter()
-                    .map(|d| Detection {
-                        class_index: d.class_index,
-                        label: label(&variant.labels, d.class_index as usize),
-                        score: d.score,
-                        bbox: BoxXyxy {
-                            x1: d.bbox.x1 * w as f32,
-                            y1: d.bbox.y1 * h as f32,
-                            x2: d.bbox.x2 * w as f32,
-                            y2: d.bbox.y2 * h as f32,
-                        },
-                        box_normalized: d.bbox,
-                    })
-                    .collect(),
-            ),
+            Decoded::Classes(classes) => Body::Classes(classes),
+            Decoded::Detections(raw) => {
+                Body::Detections(finish::detections(raw, w, h, &variant.labels))
+            }
             Decoded::ClassMap(map) => {
                 // The mask is as large as the client's image: its memory comes from the same budget.
                 let reservation = self
                     .decode_budget
-                    .reserve(segment::finish_cost(&map, w, h))
+                    .reserve(finish::segmentation_cost(&map, w, h))
                     .await?;
                 let (labels, png) = (variant.clone(), request.png);
-                self.blocking(move || {
-                    let body = finish_segmentation(&map, w, h, png, &labels.labels);
-                    drop(reservation);
-                    body
-                })
-                .await?
+                let segmentation = self
+                    .blocking(move || {
+                        let finished = finish::segmentation(&map, w, h, png, &labels.labels);
+                        drop(reservation);
+                        finished
+                    })
+                    .await?;
+                Body::Segmentation(segmentation)
             }
         };
         let postprocess = output.postprocess + finish_start.elapsed();
@@ -519,34 +535,4 @@ impl Service {
         .await
         .map_err(Error::internal)?
     }
-}
-
-fn finish_segmentation(
-    map: &crate::postprocess::ClassMap,
-    w: u32,
-    h: u32,
-    png: bool,
-    labels: &[String],
-) -> Result<AnswerBody> {
-    let full = segment::resize_nearest(map, w, h);
-    let classes = segment::fractions(&full.classes)
-        .into_iter()
-        .map(|(index, fraction)| ClassFraction {
-            index,
-            label: label(labels, index as usize),
-            fraction,
-        })
-        .collect();
-    let mask = if png {
-        Mask::Png(segment::to_png(&full)?)
-    } else {
-        let (values, lengths) = segment::run_length(&full.classes);
-        Mask::Rle {
-            width: w,
-            height: h,
-            values,
-            lengths,
-        }
-    };
-    Ok(AnswerBody::Segmentation { classes, mask })
 }

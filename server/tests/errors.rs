@@ -223,6 +223,56 @@ async fn wrong_paths_and_methods_get_json_errors() {
     expect(get, 405, "method_not_allowed").await;
 }
 
+/// Requests refused before they reach the service (no such route, a wrong method, a media type, an option,
+/// over either protocol) are counted in `mobilenet_requests_total` like every other, with model `none` and
+/// the error's kind. The other tests of this file share the server and may add to the same counters, so each
+/// is checked to have grown by at least what this test sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_service_are_counted() {
+    let counted = |text: &str, task: &str, protocol: &str, outcome: &str| {
+        metric_value(
+            text,
+            "mobilenet_requests_total",
+            &[
+                ("model", "none"),
+                ("task", task),
+                ("protocol", protocol),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    let cases = [
+        ("none", "http", "unknown_route"),
+        ("classification", "http", "method_not_allowed"),
+        ("classification", "http", "unsupported_media_type"),
+        ("detection", "http", "bad_request"),
+        ("segmentation", "grpc", "bad_option"),
+    ];
+    let before = server().metrics().await;
+    expect(post("/nowhere"), 404, "unknown_route").await;
+    let get = reqwest::Client::new().get(server().url("/v1/classify"));
+    expect(get, 405, "method_not_allowed").await;
+    let text = post("/v1/classify")
+        .header("content-type", "text/plain")
+        .body("hello");
+    expect(text, 415, "unsupported_media_type").await;
+    expect(post("/v1/detect?top_k=3"), 400, "bad_request").await;
+    let mut client = server().grpc_client().await;
+    let bad_format = pb::SegmentRequest {
+        image: image("cat.bmp").into(),
+        format: 7,
+        ..Default::default()
+    };
+    let status = client.segment(bad_format).await.expect_err("must fail");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let after = server().metrics().await;
+    for (task, protocol, outcome) in cases {
+        let grew =
+            counted(&after, task, protocol, outcome) - counted(&before, task, protocol, outcome);
+        assert!(grew >= 1.0, "{task} {protocol} {outcome}: {grew}\n{after}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_maps_the_same_errors() {
     let mut client = server().grpc_client().await;
@@ -312,38 +362,68 @@ async fn probes_and_grpc_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_reflection_lists_the_services() {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let channel = tonic::transport::Endpoint::from_shared(server().grpc.clone())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+    // v1, and v1alpha for older clients: the same services through both.
+    let v1 = {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().expect("one response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("{response:?}")
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
     };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("{response:?}")
+    let v1alpha = {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("v1alpha is served")
+            .into_inner();
+        let response = responses.message().await.unwrap().expect("one response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("{response:?}")
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.iter().any(|n| n == "mobilenet.v1.Inference"),
-        "{names:?}"
-    );
-    assert!(
-        names.iter().any(|n| n == "grpc.health.v1.Health"),
-        "{names:?}"
-    );
+    for names in [&v1, &v1alpha] {
+        assert!(
+            names.iter().any(|n| n == "mobilenet.v1.Inference"),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n == "grpc.health.v1.Health"),
+            "{names:?}"
+        );
+    }
 }
 
 /// A PNG of `image`, 8 or 16 bits, any colour type.

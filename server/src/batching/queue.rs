@@ -15,14 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::latency::{self, LatencyModel, WaitVerdict};
 use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
 use crate::{
     error::{Error, Result},
-    imaging::{Inspection, Prepared, Reservation},
+    imaging::{Encoded, Prepared},
     metrics,
     postprocess::{Decoded, TaskOptions},
 };
@@ -32,11 +31,7 @@ use crate::{
 /// reserved for it, released once it is prepared.
 pub enum Payload {
     Prepared(Prepared),
-    Encoded {
-        bytes: Bytes,
-        inspection: Inspection,
-        reservation: Reservation,
-    },
+    Encoded(Encoded),
 }
 
 /// One admitted request waiting for (or in) a batch.

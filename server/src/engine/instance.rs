@@ -18,7 +18,7 @@ use crate::{
     batching::{Batch, Job, JobOutput, ModelLoad, Payload},
     error::Error,
     health::{BatchOutcome, ModelHealth},
-    imaging::{self, InputData, Prepared},
+    imaging::{InputData, Prepared},
     metrics,
     postprocess::{self, Row, TaskOptions, Values},
     repository::{InputDtype, Layout, OutputSpec, Task, Variant},
@@ -206,22 +206,14 @@ fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
         let decode_start = Instant::now();
         let image = match job.payload {
             Payload::Prepared(image) => image,
-            Payload::Encoded {
-                bytes,
-                inspection,
-                reservation,
-            } => {
-                let prepared = imaging::prepare(&bytes, &inspection, &variant.config.input);
-                drop(reservation);
-                match prepared {
-                    Ok(image) => image,
-                    Err(e) => {
-                        drop(job._permit);
-                        let _ = job.reply.send(Err(e));
-                        continue;
-                    }
+            Payload::Encoded(encoded) => match encoded.prepare(&variant.config.input) {
+                Ok(image) => image,
+                Err(e) => {
+                    drop(job._permit);
+                    let _ = job.reply.send(Err(e));
+                    continue;
                 }
-            }
+            },
         };
         ready.push(Ready {
             image,

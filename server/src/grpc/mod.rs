@@ -10,10 +10,12 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use crate::{
     error::Error,
+    model_info::{self, ModelInfo},
     options::{self, RequestOptions},
     postprocess::TaskOptions,
+    postprocess::finish::Mask,
     repository::Task,
-    service::{Answer, AnswerBody, InferRequest, Mask, Protocol, Service},
+    service::{self, Answer, InferRequest, Protocol, Service},
 };
 
 pub mod head;
@@ -82,16 +84,14 @@ pub fn detect_options(r: &pb::DetectRequest) -> Result<RequestOptions, Error> {
 }
 
 pub fn segment_options(r: &pb::SegmentRequest) -> Result<RequestOptions, Error> {
-    let png = match pb::MaskFormat::try_from(r.format) {
-        Ok(pb::MaskFormat::Rle) => false,
-        Ok(pb::MaskFormat::Png) => true,
-        Err(_) => {
-            return Err(Error::BadOption {
-                name: "format",
-                reason: format!("{} is not a MaskFormat", r.format),
-            });
+    let png = options::mask_format(
+        match pb::MaskFormat::try_from(r.format) {
+            Ok(pb::MaskFormat::Rle) => "rle".into(),
+            Ok(pb::MaskFormat::Png) => "png".into(),
+            Err(_) => r.format.to_string(),
         }
-    };
+        .as_str(),
+    )?;
     Ok(RequestOptions {
         selector: selector(&r.model)?,
         task: TaskOptions::Segment,
@@ -99,7 +99,7 @@ pub fn segment_options(r: &pb::SegmentRequest) -> Result<RequestOptions, Error> 
     })
 }
 
-fn auto_routing(answer: &Answer) -> Option<pb::AutoRouting> {
+fn auto_routing<B>(answer: &Answer<B>) -> Option<pb::AutoRouting> {
     answer.auto.map(|a| pb::AutoRouting {
         budget_ms: a.budget_ms,
         predicted_ms: a.predicted_ms.unwrap_or_default(),
@@ -107,7 +107,7 @@ fn auto_routing(answer: &Answer) -> Option<pb::AutoRouting> {
     })
 }
 
-fn timings(answer: &Answer) -> Option<pb::Timings> {
+fn timings<B>(answer: &Answer<B>) -> Option<pb::Timings> {
     let t = &answer.timings;
     Some(pb::Timings {
         decode_ms: t.decode_ms,
@@ -136,26 +136,46 @@ fn pb_box(b: crate::postprocess::BoxXyxy) -> pb::Box {
     }
 }
 
-impl GrpcService {
-    async fn infer(
-        &self,
-        task: Task,
-        image: bytes::Bytes,
-        request: InferRequest,
-    ) -> Result<Answer, Status> {
-        let request = InferRequest { image, ..request };
-        Ok(self.service.infer(task, request).await?)
-    }
-}
-
-fn base(options: RequestOptions, deadline: Option<Instant>) -> InferRequest {
-    InferRequest {
-        image: Default::default(),
+/// The service's request from a gRPC one's options, or the error that refuses it before the service sees it
+/// (then recorded here, as the service records everything after).
+fn infer_request(
+    task: Task,
+    options: Result<RequestOptions, Error>,
+    image: bytes::Bytes,
+    deadline: Option<Instant>,
+    start: Instant,
+) -> Result<InferRequest, Status> {
+    let options = options.inspect_err(|error| {
+        service::record_refused(Some(task), Protocol::Grpc, error, start.elapsed());
+    })?;
+    Ok(InferRequest {
+        image,
         selector: options.selector,
         options: options.task,
         png: options.png,
         deadline,
         protocol: Protocol::Grpc,
+    })
+}
+
+fn model_info(m: ModelInfo) -> pb::ModelInfo {
+    pb::ModelInfo {
+        name: m.name,
+        task: m.task.into(),
+        width: m.width,
+        resolution: m.resolution,
+        precision: m.precision,
+        parameters: m.parameters,
+        multiply_adds: m.multiply_adds,
+        is_default: m.is_default,
+        num_classes: m.num_classes,
+        description: m.description,
+        quality: m.quality.map(|q| pb::Quality {
+            metric: q.metric,
+            value: q.value,
+            source: q.source,
+        }),
+        auto_rank: m.auto_rank.map(|r| r as u32),
     }
 }
 
@@ -165,12 +185,15 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::ClassifyRequest>,
     ) -> Result<Response<pb::ClassifyResponse>, Status> {
-        let deadline = deadline(&request);
+        let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
-        let base = base(classify_options(&r)?, deadline);
-        let answer = self.infer(Task::Classification, r.image, base).await?;
-        let classes = match &answer.body {
-            AnswerBody::Classes(c) => c
+        let options = classify_options(&r);
+        let request = infer_request(Task::Classification, options, r.image, deadline, start)?;
+        let answer = self.service.classify(request).await?;
+        let message = pb::ClassifyResponse {
+            model: answer.model.clone(),
+            classes: answer
+                .body
                 .iter()
                 .map(|c| pb::Classification {
                     index: c.index,
@@ -178,11 +201,6 @@ impl Inference for GrpcService {
                     score: c.score,
                 })
                 .collect(),
-            _ => Vec::new(),
-        };
-        let message = pb::ClassifyResponse {
-            model: answer.model.clone(),
-            classes,
             timings: timings(&answer),
             image_width: answer.image_width,
             image_height: answer.image_height,
@@ -195,12 +213,15 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::DetectRequest>,
     ) -> Result<Response<pb::DetectResponse>, Status> {
-        let deadline = deadline(&request);
+        let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
-        let base = base(detect_options(&r)?, deadline);
-        let answer = self.infer(Task::Detection, r.image, base).await?;
-        let detections = match &answer.body {
-            AnswerBody::Detections(d) => d
+        let options = detect_options(&r);
+        let request = infer_request(Task::Detection, options, r.image, deadline, start)?;
+        let answer = self.service.detect(request).await?;
+        let message = pb::DetectResponse {
+            model: answer.model.clone(),
+            detections: answer
+                .body
                 .iter()
                 .map(|d| pb::Detection {
                     class_index: d.class_index,
@@ -210,11 +231,6 @@ impl Inference for GrpcService {
                     box_normalized: Some(pb_box(d.box_normalized)),
                 })
                 .collect(),
-            _ => Vec::new(),
-        };
-        let message = pb::DetectResponse {
-            model: answer.model.clone(),
-            detections,
             timings: timings(&answer),
             image_width: answer.image_width,
             image_height: answer.image_height,
@@ -227,16 +243,19 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::SegmentRequest>,
     ) -> Result<Response<pb::SegmentResponse>, Status> {
-        let deadline = deadline(&request);
+        let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
-        let base = base(segment_options(&r)?, deadline);
-        let answer = self.infer(Task::Segmentation, r.image, base).await?;
-        let (classes, mask) = match answer.body.clone() {
-            AnswerBody::Segmentation { classes, mask } => (classes, mask),
-            _ => return Err(Error::internal("segmentation answer expected").into()),
-        };
+        let options = segment_options(&r);
+        let request = infer_request(Task::Segmentation, options, r.image, deadline, start)?;
+        let answer = self.service.segment(request).await?;
+        let (model, timings, auto) = (
+            answer.model.clone(),
+            timings(&answer),
+            auto_routing(&answer),
+        );
+        let (classes, mask) = (answer.body.classes, answer.body.mask);
         let message = pb::SegmentResponse {
-            model: answer.model.clone(),
+            model: model.clone(),
             classes: classes
                 .into_iter()
                 .map(|c| pb::ClassFraction {
@@ -259,12 +278,12 @@ impl Inference for GrpcService {
                 }),
                 Mask::Png(png) => pb::segment_response::Mask::Png(png.into()),
             }),
-            timings: timings(&answer),
+            timings,
             image_width: answer.image_width,
             image_height: answer.image_height,
-            auto: auto_routing(&answer),
+            auto,
         };
-        Ok(respond(&answer.model, message))
+        Ok(respond(&model, message))
     }
 
     async fn list_models(
@@ -272,30 +291,9 @@ impl Inference for GrpcService {
         _request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let router = self.service.router().ok_or(Error::NotReady)?;
-        let models = router
-            .models()
-            .iter()
-            .map(|m| {
-                let c = &m.variant.config;
-                pb::ModelInfo {
-                    name: c.name.clone(),
-                    task: c.task.as_str().into(),
-                    width: c.attributes.width,
-                    resolution: c.attributes.resolution,
-                    precision: c.attributes.precision.clone(),
-                    parameters: c.attributes.parameters,
-                    multiply_adds: c.attributes.multiply_adds,
-                    is_default: router.is_default(c),
-                    num_classes: m.num_classes(),
-                    description: c.description.clone(),
-                    quality: c.quality.as_ref().map(|q| pb::Quality {
-                        metric: q.metric.clone(),
-                        value: q.value,
-                        source: q.source.clone(),
-                    }),
-                    auto_rank: router.auto_rank(c).map(|r| r as u32),
-                }
-            })
+        let models = model_info::list(router)
+            .into_iter()
+            .map(model_info)
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }

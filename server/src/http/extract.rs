@@ -74,6 +74,13 @@ pub async fn image(request: Request, limit: usize) -> Result<Bytes> {
     }
 }
 
+/// The whole body, up to `limit` bytes, with the same errors as an image body.
+pub async fn body(request: Request, limit: usize) -> Result<Bytes> {
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| body_error(e, limit))
+}
+
 /// The header that gives an HTTP request a deadline, as `grpc-timeout` does for gRPC: milliseconds from now.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
@@ -159,16 +166,8 @@ pub fn options(task: Task, query: Option<&str>) -> Result<RequestOptions> {
             false,
         ),
         Task::Segmentation => {
-            let png = match q.string("format").as_deref() {
-                None | Some("json") => false,
-                Some("png") => true,
-                Some(other) => {
-                    return Err(Error::BadOption {
-                        name: "format",
-                        reason: format!("{other:?} is not json or png"),
-                    });
-                }
-            };
+            let format = q.string("format");
+            let png = format.as_deref().map_or(Ok(false), options::mask_format)?;
             (TaskOptions::Segment, png)
         }
     };

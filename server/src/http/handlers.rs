@@ -13,38 +13,62 @@ use serde_json::json;
 use super::{AppState, extract};
 use crate::{
     error::{Error, Result},
+    model_info,
+    postprocess::finish::{Mask, Segmentation},
     repository::Task,
-    service::{Answer, AnswerBody, AutoRouting, InferRequest, Mask, Protocol, Timings},
+    service::{self, Answer, AutoRouting, InferRequest, Protocol, Timings},
 };
 
 pub async fn classify(state: State<AppState>, query: RawQuery, request: Request) -> Response {
-    infer(state, Task::Classification, query, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let answer = async {
+        let request = infer_request(&state, Task::Classification, query, request).await?;
+        state.service.classify(request).await
+    };
+    match answer.await {
+        Ok(answer) => render(&answer, json!({ "classes": answer.body })),
+        Err(e) => e.into_response(),
+    }
 }
 
 pub async fn detect(state: State<AppState>, query: RawQuery, request: Request) -> Response {
-    infer(state, Task::Detection, query, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let answer = async {
+        let request = infer_request(&state, Task::Detection, query, request).await?;
+        state.service.detect(request).await
+    };
+    match answer.await {
+        Ok(answer) => render(&answer, json!({ "detections": answer.body })),
+        Err(e) => e.into_response(),
+    }
 }
 
 pub async fn segment(state: State<AppState>, query: RawQuery, request: Request) -> Response {
-    infer(state, Task::Segmentation, query, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let answer = async {
+        let request = infer_request(&state, Task::Segmentation, query, request).await?;
+        state.service.segment(request).await
+    };
+    match answer.await {
+        Ok(answer) => render_segmentation(answer),
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn infer(
-    State(state): State<AppState>,
+/// The service's request from the HTTP one, or the error that refuses it before the service sees it (then
+/// recorded here, as the service records everything after).
+async fn infer_request(
+    state: &AppState,
     task: Task,
     RawQuery(query): RawQuery,
     request: Request,
-) -> Result<Response> {
+) -> Result<InferRequest> {
+    let start = std::time::Instant::now();
+    let refused = |error: Error| {
+        service::record_refused(Some(task), Protocol::Http, &error, start.elapsed());
+        error
+    };
     // Everything the head says is judged before the body is read: a request that is refused anyway is
     // answered without taking in its upload (lingering close lets the answer reach a client still sending).
-    let deadline = extract::deadline(request.headers())?;
-    let options = extract::options(task, query.as_deref())?;
+    let deadline = extract::deadline(request.headers()).map_err(refused)?;
+    let options = extract::options(task, query.as_deref()).map_err(refused)?;
     if let Err(refused) =
         state
             .service
@@ -60,17 +84,17 @@ async fn infer(
         }
         return Err(refused);
     }
-    let image = extract::image(request, state.max_body_bytes).await?;
-    let request = InferRequest {
+    let image = extract::image(request, state.max_body_bytes)
+        .await
+        .map_err(refused)?;
+    Ok(InferRequest {
         image,
         selector: options.selector,
         options: options.task,
         png: options.png,
         deadline,
         protocol: Protocol::Http,
-    };
-    let answer = state.service.infer(task, request).await?;
-    Ok(render(answer))
+    })
 }
 
 #[derive(Serialize)]
@@ -85,9 +109,9 @@ struct Envelope<'a, T: Serialize> {
     auto: Option<AutoRouting>,
 }
 
-fn render(answer: Answer) -> Response {
-    let headers = answer_headers(&answer);
-    let envelope = |body: serde_json::Value| Envelope {
+/// The JSON answer: the task's `body` fields between the fields every answer has.
+fn render<B>(answer: &Answer<B>, body: serde_json::Value) -> Response {
+    let envelope = Envelope {
         model: &answer.model,
         image_width: answer.image_width,
         image_height: answer.image_height,
@@ -95,23 +119,35 @@ fn render(answer: Answer) -> Response {
         timings: answer.timings,
         auto: answer.auto,
     };
-    let response = match &answer.body {
-        AnswerBody::Classes(classes) => Json(envelope(json!({ "classes": classes }))).into_response(),
-        AnswerBody::Detections(detections) => Json(envelope(json!({ "detections": detections }))).into_response(),
-        AnswerBody::Segmentation { classes, mask: Mask::Rle { width, height, values, lengths } } => Json(envelope(json!({
-            "classes": classes,
-            "mask": {"encoding": "rle", "width": width, "height": height, "values": values, "lengths": lengths},
-        })))
-        .into_response(),
-        AnswerBody::Segmentation { mask: Mask::Png(png), .. } => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], png.clone()).into_response()
-        }
-    };
-    (headers, response).into_response()
+    (answer_headers(answer), Json(envelope)).into_response()
+}
+
+/// A segmentation as JSON with a run-length mask, or (`format=png`) as the mask's PNG alone.
+fn render_segmentation(answer: Answer<Segmentation>) -> Response {
+    match &answer.body.mask {
+        Mask::Rle {
+            width,
+            height,
+            values,
+            lengths,
+        } => render(
+            &answer,
+            json!({
+                "classes": answer.body.classes,
+                "mask": {"encoding": "rle", "width": width, "height": height, "values": values, "lengths": lengths},
+            }),
+        ),
+        Mask::Png(png) => (
+            answer_headers(&answer),
+            [(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))],
+            png.clone(),
+        )
+            .into_response(),
+    }
 }
 
 /// `x-model-variant` and a `Server-Timing` header with the phases, for browsers' and proxies' tooling.
-fn answer_headers(answer: &Answer) -> HeaderMap {
+fn answer_headers<B>(answer: &Answer<B>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&answer.model) {
         headers.insert("x-model-variant", v);
@@ -129,42 +165,39 @@ fn answer_headers(answer: &Answer) -> HeaderMap {
 
 pub async fn models(State(state): State<AppState>) -> Result<Response> {
     let router = state.service.router().ok_or(Error::NotReady)?;
-    let models: Vec<_> = router
-        .models()
-        .iter()
-        .map(|m| {
-            let c = &m.variant.config;
-            json!({
-                "name": c.name,
-                "task": c.task.as_str(),
-                "width": c.attributes.width,
-                "resolution": c.attributes.resolution,
-                "precision": c.attributes.precision,
-                "parameters": c.attributes.parameters,
-                "multiply_adds": c.attributes.multiply_adds,
-                "is_default": router.is_default(c),
-                "num_classes": m.num_classes(),
-                "description": c.description,
-                "quality": c.quality,
-                "auto_rank": router.auto_rank(c),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "models": models })).into_response())
+    Ok(Json(json!({ "models": model_info::list(router) })).into_response())
 }
 
 pub async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
-    Error::UnknownRoute {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-    }
+    refused_route(
+        uri.path(),
+        Error::UnknownRoute {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+    )
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
-    Error::MethodNotAllowed {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-    }
+    refused_route(
+        uri.path(),
+        Error::MethodNotAllowed {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+        },
+    )
+}
+
+/// Records a request to a path or with a method that has no handler, under the task its path names, if any.
+fn refused_route(path: &str, error: Error) -> Error {
+    let task = match path {
+        "/v1/classify" => Some(Task::Classification),
+        "/v1/detect" => Some(Task::Detection),
+        "/v1/segment" => Some(Task::Segmentation),
+        _ => None,
+    };
+    service::record_refused(task, Protocol::Http, &error, std::time::Duration::ZERO);
+    error
 }
 
 pub async fn healthz() -> Response {

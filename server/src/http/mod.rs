@@ -2,6 +2,7 @@
 //! [`Service`](crate::service::Service) and render JSON. Probes and `/metrics` live here too.
 pub mod extract;
 mod handlers;
+mod oip;
 
 use std::sync::Arc;
 
@@ -32,6 +33,25 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
+        // The Open Inference Protocol (KServe V2), beside the native API.
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(oip::model_metadata),
+        )
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(oip::model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(oip::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(oip::infer),
+        )
         // Wrong paths and methods answer in the same JSON error shape as everything else.
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -88,6 +88,23 @@ pub fn prepare(bytes: &[u8], inspection: &Inspection, spec: &InputSpec) -> Resul
     })
 }
 
+/// An admitted image not decoded yet: its bytes, what [`inspect`] found, and the decode memory reserved for it.
+pub struct Encoded {
+    pub bytes: bytes::Bytes,
+    pub inspection: Inspection,
+    pub reservation: Reservation,
+}
+
+impl Encoded {
+    /// [`prepare`]s it, then gives its decode memory back: how a request's image is prepared wherever it is
+    /// decoded (on the decode pool, or on the model thread right before its batch).
+    pub fn prepare(self, spec: &InputSpec) -> Result<Prepared> {
+        let prepared = prepare(&self.bytes, &self.inspection, spec);
+        drop(self.reservation);
+        prepared
+    }
+}
+
 /// [`inspect`] then [`prepare`], without a budget: for tools and tests that decode one image at a time.
 pub fn prepare_checked(bytes: &[u8], spec: &InputSpec, limits: &ImageLimits) -> Result<Prepared> {
     prepare(bytes, &inspect(bytes, spec, limits)?, spec)

@@ -1,11 +1,12 @@
 //! Post-processing: one request's slice of the batch outputs → the answer, per the variant's `output.kind`.
 //!
 //! Work is split in two: [`decode`] runs on the model thread while the output tensors are borrowed (top-k,
-//! box decoding + NMS, argmax — each shrinks the data a lot, so nothing big is copied out), and
-//! [`segment::finish`] runs later on the decode pool (resize of the class map to the original image, RLE or
-//! PNG encoding), so it does not hold up the next batch.
+//! box decoding + NMS, argmax — each shrinks the data a lot, so nothing big is copied out), and [`finish`]
+//! runs later, off the model thread (labels, boxes in the client's pixels, the class map resized to the
+//! original image and encoded as RLE or PNG on the decode pool), so it does not hold up the next batch.
 pub mod classify;
 pub mod detect;
+pub mod finish;
 pub mod segment;
 
 use serde::Serialize;

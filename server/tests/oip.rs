@@ -1,0 +1,248 @@
+//! The Open Inference Protocol (KServe V2) over HTTP: health, metadata, and inference on encoded images in
+//! JSON (base64) and in Triton's binary tensor form, each answer equal to the native API's on the same image.
+mod common;
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+const CLASSIFIER: &str = "mobilenet_v2_1.0_96";
+const DETECTOR: &str = "ssd_mobilenet_v2_fpnlite_256";
+const SEGMENTER: &str = "deeplabv3_mnv2_257";
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| start(&[CLASSIFIER, DETECTOR, SEGMENTER], &[]))
+}
+
+async fn get(path: &str) -> (u16, String) {
+    let r = reqwest::get(server().url(path)).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn native(path: &str, image_name: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(server().url(path))
+        .multipart(form(image(image_name), image_name))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// An OIP request with the images as base64 JSON strings.
+fn json_request(images: &[&str], extra: Value) -> Value {
+    let encoded: Vec<String> = images
+        .iter()
+        .map(|name| base64::engine::general_purpose::STANDARD.encode(image(name)))
+        .collect();
+    let mut request = json!({"inputs": [{"name": "image", "shape": [images.len()], "datatype": "BYTES",
+        "data": encoded}]});
+    if let (Value::Object(request), Value::Object(extra)) = (&mut request, extra) {
+        request.extend(extra);
+    }
+    request
+}
+
+async fn infer_json(model: &str, request: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(server().url(&format!("/v2/models/{model}/infer")))
+        .json(request)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn output<'a>(answer: &'a Value, name: &str) -> &'a Value {
+    answer["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name}: {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metadata() {
+    assert_eq!(get("/v2/health/live").await.0, 200);
+    assert_eq!(get("/v2/health/ready").await.0, 200);
+    let (status, body) = get("/v2").await;
+    assert_eq!(status, 200);
+    let meta: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(meta["name"], "mobilenet-serve");
+    assert!(
+        meta["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("binary_tensor_data"))
+    );
+
+    for path in [
+        format!("/v2/models/{CLASSIFIER}"),
+        format!("/v2/models/{CLASSIFIER}/versions/1"),
+    ] {
+        let (status, body) = get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let meta: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(meta["name"], CLASSIFIER);
+        assert_eq!(meta["inputs"][0]["datatype"], "BYTES");
+        assert_eq!(meta["outputs"][0]["name"], "classification");
+    }
+    assert_eq!(get(&format!("/v2/models/{DETECTOR}/ready")).await.0, 200);
+    assert_eq!(
+        get(&format!("/v2/models/{DETECTOR}/versions/1/ready"))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = get("/v2/models/nope").await;
+    assert_eq!(status, 404);
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert!(error["error"].as_str().unwrap().contains("nope"), "{error}");
+    assert_eq!(
+        get(&format!("/v2/models/{CLASSIFIER}/versions/2")).await.0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classification_equals_the_native_answer() {
+    let images = ["parrot.jpg", "cat_720p.jpg"];
+    let request = json_request(
+        &images,
+        json!({"id": "42", "outputs": [{"name": "classification", "parameters": {"classification": 3}}]}),
+    );
+    let (status, answer) = infer_json(CLASSIFIER, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_name"], CLASSIFIER);
+    assert_eq!(answer["id"], "42");
+    let classes = output(&answer, "classification");
+    assert_eq!(classes["datatype"], "BYTES");
+    assert_eq!(classes["shape"], json!([2, 3]));
+    for (i, name) in images.iter().enumerate() {
+        let native = native(&format!("/v1/classify?model={CLASSIFIER}&top_k=3"), name).await;
+        for k in 0..3 {
+            let ours = classes["data"][i * 3 + k].as_str().unwrap();
+            let theirs = &native["classes"][k];
+            let expected = format!(
+                "{:.6}:{}:{}",
+                theirs["score"].as_f64().unwrap(),
+                theirs["index"],
+                theirs["label"].as_str().unwrap()
+            );
+            assert_eq!(ours, expected, "{name} #{k}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_in_binary_form_equals_the_native_answer() {
+    let name = "cats_and_dogs.jpg";
+    let bytes = image(name);
+    let mut tensor = (bytes.len() as u32).to_le_bytes().to_vec();
+    tensor.extend(&bytes);
+    let header = json!({
+        "inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES",
+            "parameters": {"binary_data_size": tensor.len()}}],
+        "outputs": [{"name": "boxes", "parameters": {"binary_data": true}},
+            {"name": "num_detections"}, {"name": "classes"}],
+    });
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut body = header.clone();
+    body.extend(tensor);
+    let r = reqwest::Client::new()
+        .post(server().url(&format!("/v2/models/{DETECTOR}/infer")))
+        .header("inference-header-content-length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let length: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = r.bytes().await.unwrap();
+    let answer: Value = serde_json::from_slice(&body[..length]).unwrap();
+    let boxes = output(&answer, "boxes");
+    assert!(boxes.get("data").is_none(), "asked for in binary: {answer}");
+    let size = boxes["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+    assert_eq!(body.len(), length + size, "only the boxes are binary");
+    let floats: Vec<f32> = body[length..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let count = output(&answer, "num_detections")["data"][0]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(answer["outputs"].as_array().unwrap().len(), 3);
+
+    let native = native(&format!("/v1/detect?model={DETECTOR}"), name).await;
+    let detections = native["detections"].as_array().unwrap();
+    assert!(count > 0);
+    assert_eq!(count, detections.len());
+    for (j, d) in detections.iter().enumerate() {
+        assert_eq!(output(&answer, "classes")["data"][j], d["class_index"]);
+        for (k, corner) in ["x1", "y1", "x2", "y2"].iter().enumerate() {
+            let expected = d["box"][corner].as_f64().unwrap() as f32;
+            assert_eq!(floats[j * 4 + k], expected, "detection {j} {corner}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segmentation_equals_the_native_mask() {
+    let name = "segmentation_input_rotation0.jpg";
+    let (status, answer) = infer_json(SEGMENTER, &json_request(&[name], json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let map = output(&answer, "class_map");
+    let native = native(&format!("/v1/segment?model={SEGMENTER}"), name).await;
+    let (w, h) = (
+        native["mask"]["width"].as_u64().unwrap(),
+        native["mask"]["height"].as_u64().unwrap(),
+    );
+    assert_eq!(map["shape"], json!([1, h, w]));
+    let values: Vec<u32> = serde_json::from_value(native["mask"]["values"].clone()).unwrap();
+    let lengths: Vec<u32> = serde_json::from_value(native["mask"]["lengths"].clone()).unwrap();
+    let expected = expand_rle(&values, &lengths);
+    let ours: Vec<u8> = serde_json::from_value(map["data"].clone()).unwrap();
+    assert_eq!(ours, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_the_oip_form_and_the_native_statuses() {
+    let cases = [
+        (json!({"inputs": []}), 400),
+        (
+            json_request(&["parrot.jpg"], json!({"outputs": [{"name": "logits"}]})),
+            400,
+        ),
+        (
+            json_request(&["parrot.jpg"], json!({"parameters": {"top_k": 0}})),
+            400,
+        ),
+    ];
+    for (request, status) in cases {
+        let (got, body) = infer_json(CLASSIFIER, &request).await;
+        assert_eq!(got, status, "{body}");
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
+    }
+    let not_an_image = json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+        "data": [base64::engine::general_purpose::STANDARD.encode(b"hello")]}]});
+    let (got, body) = infer_json(CLASSIFIER, &not_an_image).await;
+    assert_eq!(got, 415, "{body}");
+    let (got, _) = infer_json("nope", &json_request(&["parrot.jpg"], json!({}))).await;
+    assert_eq!(got, 404);
+    let r = reqwest::Client::new()
+        .post(server().url(&format!("/v2/models/{CLASSIFIER}/infer")))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
