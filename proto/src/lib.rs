@@ -1,4 +1,5 @@
-//! The `mobilenet.v1` gRPC API, generated from `proto/mobilenet/v1/inference.proto`.
+//! The `mobilenet.v1` gRPC API, generated from `proto/mobilenet/v1/inference.proto`, and the Open Inference
+//! Protocol's `inference` package, from `proto/inference/grpc_service.proto`.
 //!
 //! Server and client both depend on this crate, so the wire types exist once.
 
@@ -6,6 +7,11 @@
 
 pub mod v1 {
     tonic::include_proto!("mobilenet.v1");
+}
+
+/// The Open Inference Protocol (KServe V2) over gRPC.
+pub mod inference {
+    tonic::include_proto!("inference");
 }
 
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.

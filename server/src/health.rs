@@ -16,7 +16,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     batching::Payload,
     engine::{Model, instance},
-    grpc::{GrpcService, InferenceServer},
+    grpc::{
+        GrpcService, InferenceServer,
+        oip::{GrpcInferenceServiceServer, OipService},
+    },
     imaging::Prepared,
     metrics,
     service::Service,
@@ -309,11 +312,18 @@ async fn probe(model: Arc<Model>) {
     metrics::record_probe(name, outcome);
 }
 
-/// Sets both gRPC health services that speak for the models: the inference service and the server ("").
+/// Sets every gRPC health service that speaks for the models: our inference service, the Open Inference
+/// Protocol's, and the server ("").
 pub async fn set_grpc_status(reporter: &HealthReporter, status: ServingStatus) {
     use tonic::server::NamedService;
     reporter
         .set_service_status(<InferenceServer<GrpcService> as NamedService>::NAME, status)
+        .await;
+    reporter
+        .set_service_status(
+            <GrpcInferenceServiceServer<OipService> as NamedService>::NAME,
+            status,
+        )
         .await;
     reporter.set_service_status("", status).await;
 }

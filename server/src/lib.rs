@@ -38,6 +38,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model_info;
 pub mod net;
+pub mod oip;
 pub mod options;
 pub mod postprocess;
 pub mod process;
@@ -163,6 +164,13 @@ pub async fn run(
             .max_decoding_message_size(config.max_body_bytes),
         ),
     );
+    // The Open Inference Protocol, under the same body limits (its head carries no task to judge it by).
+    let oip = body_limits.layer().layer(
+        grpc::oip::GrpcInferenceServiceServer::new(grpc::oip::OipService {
+            service: service.clone(),
+        })
+        .max_decoding_message_size(config.max_body_bytes),
+    );
     // HTTP/2's defaults (16 KiB frames, 1 MiB of window per connection) cut a 600 KB photo into ~40 frames
     // read one syscall each, and stall 8 concurrent uploads on one connection for window updates. Larger
     // frames and windows let a whole image arrive in a few reads. Memory stays bounded: a window is at most
@@ -184,6 +192,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(inference)
+        .add_service(oip)
         .serve_with_incoming_shutdown(
             net::grpc::incoming(acceptor(listeners.grpc, "grpc"), timeouts.header),
             drain.wait(),

@@ -423,6 +423,10 @@ async fn grpc_reflection_lists_the_services() {
             names.iter().any(|n| n == "grpc.health.v1.Health"),
             "{names:?}"
         );
+        assert!(
+            names.iter().any(|n| n == "inference.GRPCInferenceService"),
+            "{names:?}"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
-//! The gRPC API (`mobilenet.v1.Inference`), a thin layer over the same [`Service`] as HTTP, plus
-//! `grpc.health.v1` and server reflection. `grpc-timeout` becomes the request's deadline in the batcher.
+//! The gRPC API (`mobilenet.v1.Inference`), a thin layer over the same [`Service`] as HTTP, plus the Open
+//! Inference Protocol ([`oip`]), `grpc.health.v1` and server reflection. `grpc-timeout` becomes the request's
+//! deadline in the batcher.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -19,6 +20,7 @@ use crate::{
 };
 
 pub mod head;
+pub mod oip;
 
 pub use pb::inference_server::InferenceServer;
 
@@ -44,7 +46,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn deadline<T>(request: &Request<T>) -> Option<Instant> {
+pub(crate) fn deadline<T>(request: &Request<T>) -> Option<Instant> {
     deadline_from_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
 }
 

@@ -1,5 +1,6 @@
-"""The Open Inference Protocol (KServe V2) as a client no one here wrote speaks it: NVIDIA's `tritonclient`
-against a real mobilenet-serve, whose answers must equal the native API's on the same images.
+"""The Open Inference Protocol (KServe V2) as a client no one here wrote speaks it: NVIDIA's `tritonclient`,
+over HTTP and over gRPC, against a real mobilenet-serve, whose answers must equal the native API's on the same
+images.
 
 Needs the release server binary (`cargo test --release` builds it), the prepared repository and ONNX Runtime
 (ORT_DYLIB_PATH), as `make test` provides. Missing inputs fail the tests; they never skip."""
@@ -13,6 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
@@ -62,15 +64,17 @@ def server():
             time.sleep(0.2)
         else:
             pytest.fail("the server was not ready within 60 s")
-        yield {"http": base, "oip_http": f"127.0.0.1:{http_port}"}
+        yield {"http": base, "oip_http": f"127.0.0.1:{http_port}", "oip_grpc": f"127.0.0.1:{grpc_port}"}
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    return triton_http.InferenceServerClient(url=server["oip_http"])
+@pytest.fixture(scope="module", params=["http", "grpc"])
+def triton(request, server):
+    """tritonclient's HTTP or gRPC module and a client of it: every test runs over both protocols."""
+    module = triton_http if request.param == "http" else triton_grpc
+    return module, module.InferenceServerClient(url=server[f"oip_{request.param}"])
 
 
 def native(server, path, name):
@@ -83,29 +87,38 @@ def native(server, path, name):
         return json.load(r)
 
 
-def image_input(*names):
-    data = triton_http.InferInput("image", [len(names)], "BYTES")
-    data.set_data_from_numpy(np.array([image(n) for n in names], dtype=np.object_), binary_data=True)
+def image_input(module, *names):
+    data = module.InferInput("image", [len(names)], "BYTES")
+    data.set_data_from_numpy(np.array([image(n) for n in names], dtype=np.object_))
     return data
 
 
-def test_health_and_metadata(client):
+def requested(module, name, **kwargs):
+    if module is triton_http:
+        kwargs["binary_data"] = True
+    return module.InferRequestedOutput(name, **kwargs)
+
+
+def test_health_and_metadata(triton):
+    module, client = triton
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.is_model_ready(CLASSIFIER)
-    assert client.get_server_metadata()["name"] == "mobilenet-serve"
-    meta = client.get_model_metadata(DETECTOR)
+    server_meta = client.get_server_metadata(as_json=True) if module is triton_grpc else client.get_server_metadata()
+    assert server_meta["name"] == "mobilenet-serve"
+    meta = client.get_model_metadata(DETECTOR, as_json=True) if module is triton_grpc else \
+        client.get_model_metadata(DETECTOR)
     assert meta["inputs"][0]["name"] == "image"
     assert {o["name"] for o in meta["outputs"]} == {"boxes", "scores", "classes", "num_detections"}
     with pytest.raises(InferenceServerException):
         client.get_model_metadata("no_such_model")
 
 
-def test_classification_extension_equals_the_native_top_k(client, server):
+def test_classification_extension_equals_the_native_top_k(triton, server):
+    module, client = triton
     names = ["parrot.jpg", "cat_720p.jpg"]
-    result = client.infer(CLASSIFIER, [image_input(*names)],
-                          outputs=[triton_http.InferRequestedOutput("classification", binary_data=True,
-                                                                    class_count=3)])
+    result = client.infer(CLASSIFIER, [image_input(module, *names)],
+                          outputs=[requested(module, "classification", class_count=3)])
     classes = result.as_numpy("classification")
     assert classes.shape == (2, 3)
     for row, name in zip(classes, names):
@@ -113,9 +126,10 @@ def test_classification_extension_equals_the_native_top_k(client, server):
         assert [c.decode() for c in row] == [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]
 
 
-def test_detection_tensors_equal_the_native_detections(client, server):
+def test_detection_tensors_equal_the_native_detections(triton, server):
+    module, client = triton
     name = "cats_and_dogs.jpg"
-    result = client.infer(DETECTOR, [image_input(name)])
+    result = client.infer(DETECTOR, [image_input(module, name)])
     count = int(result.as_numpy("num_detections")[0])
     expected = native(server, f"/v1/detect?model={DETECTOR}", name)["detections"]
     assert count == len(expected) > 0
@@ -126,10 +140,10 @@ def test_detection_tensors_equal_the_native_detections(client, server):
                                                          dtype=np.float32))
 
 
-def test_segmentation_class_map_equals_the_native_mask(client, server):
+def test_segmentation_class_map_equals_the_native_mask(triton, server):
+    module, client = triton
     name = "segmentation_input_rotation0.jpg"
-    result = client.infer(SEGMENTER, [image_input(name)],
-                          outputs=[triton_http.InferRequestedOutput("class_map", binary_data=True)])
+    result = client.infer(SEGMENTER, [image_input(module, name)], outputs=[requested(module, "class_map")])
     class_map = result.as_numpy("class_map")
     mask = native(server, f"/v1/segment?model={SEGMENTER}", name)["mask"]
     assert class_map.shape == (1, mask["height"], mask["width"])
@@ -137,9 +151,11 @@ def test_segmentation_class_map_equals_the_native_mask(client, server):
     np.testing.assert_array_equal(class_map.reshape(-1), expected)
 
 
-def test_a_bad_image_is_a_client_error(client):
-    data = triton_http.InferInput("image", [1], "BYTES")
-    data.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_), binary_data=True)
+def test_a_bad_image_is_a_client_error(triton):
+    module, client = triton
+    data = module.InferInput("image", [1], "BYTES")
+    data.set_data_from_numpy(np.array([b"not an image"], dtype=np.object_))
     with pytest.raises(InferenceServerException) as error:
         client.infer(CLASSIFIER, [data])
-    assert error.value.status() == "415", error.value
+    expected = "415" if module is triton_http else "StatusCode.INVALID_ARGUMENT"
+    assert error.value.status() == expected, error.value

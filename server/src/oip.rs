@@ -1,0 +1,520 @@
+//! The Open Inference Protocol (KServe V2), whatever the transport: which models and tensors there are, the
+//! request's options and images checked, the images run through the same [`Service`] as the native API (so they
+//! are batched, limited and recorded alike), and the answers turned into output tensors. The HTTP front end
+//! (`http::oip`) and the gRPC one (`grpc::oip`) only convert their wire forms to and from these.
+//!
+//! - **Input:** one `BYTES` tensor `image` of shape `[N]` or `[N, 1]`, each element an encoded JPEG, PNG or BMP.
+//! - **Outputs**, finished as the native API finishes them: classification `classification` (`BYTES`
+//!   `[N, k]`, `score:index:label` as Triton's classification extension gives); detection `boxes` (`FP32`
+//!   `[N, D, 4]`, pixels), `scores` (`FP32 [N, D]`), `classes` (`INT32 [N, D]`) and `num_detections`
+//!   (`INT32 [N]`), rows past an image's count padded with zeros and class -1; segmentation `class_map`
+//!   (`UINT8 [N, H, W]`, the images all of one size).
+//! - **Options** as request `parameters`: `top_k`, `score_threshold`, `iou_threshold`, `max_detections`; an
+//!   output's `classification` parameter sets `top_k` as in Triton.
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    error::{Error, Result},
+    model_info::{self, ModelInfo},
+    options::{self, RequestOptions},
+    postprocess::finish::{Detection, Mask},
+    repository::Task,
+    routing::Selector,
+    service::{InferRequest, Protocol, Service},
+};
+
+/// The name of the one input every model takes here.
+pub const IMAGE_INPUT: &str = "image";
+/// Models have one version, "1": the repository holds one build of each variant.
+pub const VERSION: &str = "1";
+pub const SERVER_NAME: &str = "mobilenet-serve";
+pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
+
+pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<ModelInfo> {
+    let router = service.router().ok_or(Error::NotReady)?;
+    let unknown = || Error::UnknownModel(name.to_string());
+    if version.is_some_and(|v| v != VERSION) {
+        return Err(unknown());
+    }
+    model_info::list(router)
+        .into_iter()
+        .find(|m| m.name == name)
+        .ok_or_else(unknown)
+}
+
+pub fn task_of(info: &ModelInfo) -> Task {
+    match info.task {
+        "detection" => Task::Detection,
+        "segmentation" => Task::Segmentation,
+        _ => Task::Classification,
+    }
+}
+
+/// Each task's outputs: name, datatype and shape (-1 where it varies).
+pub fn outputs_of(task: Task) -> &'static [(&'static str, &'static str, &'static [i64])] {
+    match task {
+        Task::Classification => &[("classification", "BYTES", &[-1, -1])],
+        Task::Detection => &[
+            ("boxes", "FP32", &[-1, -1, 4]),
+            ("scores", "FP32", &[-1, -1]),
+            ("classes", "INT32", &[-1, -1]),
+            ("num_detections", "INT32", &[-1]),
+        ],
+        Task::Segmentation => &[("class_map", "UINT8", &[-1, -1, -1])],
+    }
+}
+
+/// An inference request, as the JSON form gives it; the gRPC form is converted to it.
+#[derive(Deserialize)]
+pub struct InferBody {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: HashMap<String, Value>,
+    pub inputs: Vec<InputTensor>,
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: HashMap<String, Value>,
+    /// JSON only: the elements.
+    pub data: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+pub struct RequestedOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: HashMap<String, Value>,
+}
+
+pub fn bad(message: impl Into<String>) -> Error {
+    Error::BadRequest(message.into())
+}
+
+/// A request parameter as an integer or a number, if present.
+fn number(parameters: &HashMap<String, Value>, name: &str) -> Result<Option<f64>> {
+    parameters
+        .get(name)
+        .map(|v| {
+            v.as_f64()
+                .ok_or_else(|| bad(format!("parameter {name} must be a number")))
+        })
+        .transpose()
+}
+
+fn whole(parameters: &HashMap<String, Value>, name: &str) -> Result<Option<u32>> {
+    number(parameters, name)?
+        .map(|v| {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(bad(format!("parameter {name} must be a whole number")))
+            }
+        })
+        .transpose()
+}
+
+/// The task options from the request's parameters, validated by [`options`] as every protocol's are.
+pub fn task_options(task: Task, body: &InferBody) -> Result<RequestOptions> {
+    let p = &body.parameters;
+    let requested_k = body
+        .outputs
+        .iter()
+        .flatten()
+        .find_map(|o| whole(&o.parameters, "classification").transpose())
+        .transpose()?;
+    let task_options = match task {
+        Task::Classification => options::classify(requested_k.or(whole(p, "top_k")?))?,
+        Task::Detection => options::detect(
+            number(p, "score_threshold")?.map(|v| v as f32),
+            number(p, "iou_threshold")?.map(|v| v as f32),
+            whole(p, "max_detections")?,
+        )?,
+        Task::Segmentation => crate::postprocess::TaskOptions::Segment,
+    };
+    Ok(RequestOptions {
+        selector: Selector::default(),
+        task: task_options,
+        png: false,
+    })
+}
+
+/// The number of images the one input holds, once its name, datatype and shape are checked.
+pub fn image_count(body: &InferBody) -> Result<usize> {
+    let [input] = body.inputs.as_slice() else {
+        return Err(bad(format!(
+            "one input is expected, {IMAGE_INPUT:?}, not {}",
+            body.inputs.len()
+        )));
+    };
+    if input.name != IMAGE_INPUT || input.datatype != "BYTES" {
+        return Err(bad(format!(
+            "the input must be {IMAGE_INPUT:?} of datatype BYTES, not {:?} of {}",
+            input.name, input.datatype
+        )));
+    }
+    match input.shape.as_slice() {
+        [n] | [n, 1] if *n >= 1 => Ok(*n as usize),
+        other => Err(bad(format!(
+            "the input's shape must be [N] or [N, 1] with N >= 1, not {other:?}"
+        ))),
+    }
+}
+
+/// The elements of a `BYTES` tensor in raw form: each a 4-byte little-endian length and its bytes.
+pub fn split_elements(mut data: Bytes) -> Result<Vec<Bytes>> {
+    let mut elements = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 4 {
+            return Err(bad("a BYTES element is cut short"));
+        }
+        let length = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if data.len() - 4 < length {
+            return Err(bad("a BYTES element is longer than the data"));
+        }
+        let mut element = data.split_to(4 + length);
+        elements.push(element.split_off(4));
+    }
+    Ok(elements)
+}
+
+/// `images` if they are as many as the input's shape says.
+pub fn check_count(images: Vec<Bytes>, count: usize) -> Result<Vec<Bytes>> {
+    if images.len() == count {
+        Ok(images)
+    } else {
+        Err(bad(format!(
+            "the input's shape says {count} images, its data holds {}",
+            images.len()
+        )))
+    }
+}
+
+/// The outputs to answer with, in order, each with whether it goes as binary data: those the request names
+/// (an unknown name is an error), else all of the task's. `binary_data_output` (request) and `binary_data`
+/// (output) are the binary tensor extension's parameters.
+pub fn select<'t>(request: &InferBody, tensors: &'t [Tensor]) -> Result<Vec<(&'t Tensor, bool)>> {
+    let all_binary = request
+        .parameters
+        .get("binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(outputs) = &request.outputs else {
+        return Ok(tensors.iter().map(|t| (t, all_binary)).collect());
+    };
+    outputs
+        .iter()
+        .map(|o| {
+            let binary = o
+                .parameters
+                .get("binary_data")
+                .and_then(Value::as_bool)
+                .unwrap_or(all_binary);
+            tensors
+                .iter()
+                .find(|t| t.name == o.name)
+                .map(|t| (t, binary))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = tensors.iter().map(|t| t.name).collect();
+                    bad(format!(
+                        "unknown output {:?}; this model gives {}",
+                        o.name,
+                        names.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// One output tensor of the answer.
+pub struct Tensor {
+    pub name: &'static str,
+    pub datatype: &'static str,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+pub enum TensorData {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    Bytes(Vec<String>),
+}
+
+impl TensorData {
+    pub fn json(&self) -> Value {
+        match self {
+            TensorData::F32(v) => json!(v),
+            TensorData::I32(v) => json!(v),
+            TensorData::U8(v) => json!(v),
+            TensorData::Bytes(v) => json!(v),
+        }
+    }
+
+    /// Little-endian, row major; a `BYTES` element as its 4-byte length and its bytes.
+    pub fn binary(&self) -> Vec<u8> {
+        match self {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::U8(v) => v.clone(),
+            TensorData::Bytes(v) => v
+                .iter()
+                .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+                .collect(),
+        }
+    }
+}
+
+fn classification(answers: &[Vec<crate::postprocess::Class>]) -> Vec<Tensor> {
+    let k = answers.iter().map(Vec::len).max().unwrap_or(0);
+    let mut data = Vec::with_capacity(answers.len() * k);
+    for classes in answers {
+        data.extend(
+            classes
+                .iter()
+                .map(|c| format!("{:.6}:{}:{}", c.score, c.index, c.label)),
+        );
+        // Top-k is shorter only when the model has fewer classes: never, with one model per request.
+        data.extend(std::iter::repeat_n(String::new(), k - classes.len()));
+    }
+    vec![Tensor {
+        name: "classification",
+        datatype: "BYTES",
+        shape: vec![answers.len(), k],
+        data: TensorData::Bytes(data),
+    }]
+}
+
+fn detection(answers: &[Vec<Detection>]) -> Vec<Tensor> {
+    let (n, d) = (
+        answers.len(),
+        answers.iter().map(Vec::len).max().unwrap_or(0),
+    );
+    let (mut boxes, mut scores, mut classes) =
+        (vec![0f32; n * d * 4], vec![0f32; n * d], vec![-1i32; n * d]);
+    for (i, detections) in answers.iter().enumerate() {
+        for (j, det) in detections.iter().enumerate() {
+            let at = i * d + j;
+            boxes[at * 4..at * 4 + 4].copy_from_slice(&[
+                det.bbox.x1,
+                det.bbox.y1,
+                det.bbox.x2,
+                det.bbox.y2,
+            ]);
+            scores[at] = det.score;
+            classes[at] = det.class_index as i32;
+        }
+    }
+    let counts = answers.iter().map(|a| a.len() as i32).collect();
+    vec![
+        Tensor {
+            name: "boxes",
+            datatype: "FP32",
+            shape: vec![n, d, 4],
+            data: TensorData::F32(boxes),
+        },
+        Tensor {
+            name: "scores",
+            datatype: "FP32",
+            shape: vec![n, d],
+            data: TensorData::F32(scores),
+        },
+        Tensor {
+            name: "classes",
+            datatype: "INT32",
+            shape: vec![n, d],
+            data: TensorData::I32(classes),
+        },
+        Tensor {
+            name: "num_detections",
+            datatype: "INT32",
+            shape: vec![n],
+            data: TensorData::I32(counts),
+        },
+    ]
+}
+
+/// The class maps, at the client's image size; they must all be of one size to make one tensor.
+fn segmentation(maps: Vec<(u32, u32, Vec<u8>)>) -> Result<Vec<Tensor>> {
+    let (w, h) = maps.first().map_or((0, 0), |(w, h, _)| (*w, *h));
+    if maps.iter().any(|(mw, mh, _)| (*mw, *mh) != (w, h)) {
+        return Err(bad(
+            "the images of one segmentation request must all be of one size: class_map is one tensor",
+        ));
+    }
+    let n = maps.len();
+    let data = maps.into_iter().flat_map(|(_, _, m)| m).collect();
+    Ok(vec![Tensor {
+        name: "class_map",
+        datatype: "UINT8",
+        shape: vec![n, h as usize, w as usize],
+        data: TensorData::U8(data),
+    }])
+}
+
+/// Expands a run-length mask into one class per pixel.
+fn expand(mask: &Mask) -> Result<(u32, u32, Vec<u8>)> {
+    let Mask::Rle {
+        width,
+        height,
+        values,
+        lengths,
+    } = mask
+    else {
+        return Err(Error::internal("a run-length mask was asked for"));
+    };
+    let mut map = Vec::with_capacity(*width as usize * *height as usize);
+    for (&value, &length) in values.iter().zip(lengths) {
+        map.extend(std::iter::repeat_n(value as u8, length as usize));
+    }
+    Ok((*width, *height, map))
+}
+
+/// Runs every image of the request through the service (its batcher batches them together) and builds the
+/// task's output tensors.
+pub async fn run(
+    service: &Service,
+    task: Task,
+    name: &str,
+    options: RequestOptions,
+    images: Vec<Bytes>,
+    deadline: Option<std::time::Instant>,
+    protocol: Protocol,
+) -> Result<Vec<Tensor>> {
+    let request = |image: Bytes| InferRequest {
+        image,
+        selector: Selector {
+            model: Some(name.to_string()),
+            ..options.selector.clone()
+        },
+        options: options.task,
+        png: false,
+        deadline,
+        protocol,
+    };
+    match task {
+        Task::Classification => {
+            let answers = futures_util::future::try_join_all(
+                images.into_iter().map(|i| service.classify(request(i))),
+            )
+            .await?;
+            Ok(classification(
+                &answers.into_iter().map(|a| a.body).collect::<Vec<_>>(),
+            ))
+        }
+        Task::Detection => {
+            let answers = futures_util::future::try_join_all(
+                images.into_iter().map(|i| service.detect(request(i))),
+            )
+            .await?;
+            Ok(detection(
+                &answers.into_iter().map(|a| a.body).collect::<Vec<_>>(),
+            ))
+        }
+        Task::Segmentation => {
+            let answers = futures_util::future::try_join_all(
+                images.into_iter().map(|i| service.segment(request(i))),
+            )
+            .await?;
+            segmentation(
+                answers
+                    .iter()
+                    .map(|a| expand(&a.body.mask))
+                    .collect::<Result<_>>()?,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: Value) -> InferBody {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn raw_bytes_elements_are_split_by_their_lengths() {
+        let mut raw = Vec::new();
+        for element in [&b"abc"[..], &b""[..], &b"hello"[..]] {
+            raw.extend((element.len() as u32).to_le_bytes());
+            raw.extend(element);
+        }
+        let elements = split_elements(Bytes::from(raw.clone())).unwrap();
+        assert_eq!(
+            elements,
+            vec![Bytes::from("abc"), Bytes::new(), Bytes::from("hello")]
+        );
+        assert!(split_elements(Bytes::from(raw[..raw.len() - 1].to_vec())).is_err());
+        assert!(split_elements(Bytes::from_static(b"\x05\0\0")).is_err());
+    }
+
+    #[test]
+    fn the_input_must_be_one_bytes_image_tensor() {
+        let ok = body(json!({"inputs": [{"name": "image", "shape": [2, 1], "datatype": "BYTES"}]}));
+        assert_eq!(image_count(&ok).unwrap(), 2);
+        let cases = [
+            json!({"inputs": []}),
+            json!({"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES"}]}),
+            json!({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32"}]}),
+            json!({"inputs": [{"name": "image", "shape": [0], "datatype": "BYTES"}]}),
+            json!({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "BYTES"}]}),
+        ];
+        for case in cases {
+            let error = image_count(&body(case.clone())).unwrap_err();
+            assert!(matches!(error, Error::BadRequest(_)), "{case}: {error:?}");
+        }
+        assert!(check_count(vec![Bytes::new()], 2).is_err());
+    }
+
+    #[test]
+    fn options_come_from_parameters_and_the_classification_extension() {
+        let request = body(json!({"inputs": [], "parameters": {"top_k": 3},
+            "outputs": [{"name": "classification", "parameters": {"classification": 2}}]}));
+        let options = task_options(Task::Classification, &request).unwrap();
+        assert_eq!(
+            options.task,
+            crate::postprocess::TaskOptions::Classify { top_k: 2 }
+        );
+        let bad_k = body(json!({"inputs": [], "parameters": {"top_k": 0}}));
+        assert!(task_options(Task::Classification, &bad_k).is_err());
+        let fraction = body(json!({"inputs": [], "parameters": {"max_detections": 2.5}}));
+        assert!(task_options(Task::Detection, &fraction).is_err());
+    }
+
+    #[test]
+    fn outputs_are_selected_by_name_and_form() {
+        let tensors = detection(&[Vec::new()]);
+        let all = body(json!({"inputs": [], "parameters": {"binary_data_output": true}}));
+        let chosen = select(&all, &tensors).unwrap();
+        assert_eq!(chosen.len(), 4);
+        assert!(chosen.iter().all(|(_, binary)| *binary));
+        let named = body(json!({"inputs": [], "outputs": [{"name": "scores"},
+            {"name": "boxes", "parameters": {"binary_data": true}}]}));
+        let chosen: Vec<_> = select(&named, &tensors)
+            .unwrap()
+            .into_iter()
+            .map(|(t, b)| (t.name, b))
+            .collect();
+        assert_eq!(chosen, vec![("scores", false), ("boxes", true)]);
+        let unknown = body(json!({"inputs": [], "outputs": [{"name": "logits"}]}));
+        assert!(select(&unknown, &tensors).is_err());
+    }
+
+    #[test]
+    fn bytes_tensors_serialise_with_length_prefixes() {
+        let data = TensorData::Bytes(vec!["ab".into(), String::new()]);
+        assert_eq!(data.binary(), vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(TensorData::I32(vec![-1]).binary(), vec![255; 4]);
+    }
+}
