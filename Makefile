@@ -2,7 +2,7 @@
 #   make run     prepare the models, build, and serve (HTTP :8080, gRPC :50051)
 #   make test    prepare the models and run every test
 #   make client-test   the client's tests against a real in-process server
-#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike|saturate|capacity|auto); report in loadtest/results/
+#   make loadtest      k6 load test (SCENARIO=constant|ramping|spike|saturate|capacity|auto|oip); report in loadtest/results/
 #   make bench         server vs bare pipeline, HTTP and gRPC (BENCH_ARGS="--duration 6 --concurrency 8")
 #   make abuse         hostile clients against the release server (ABUSE_CASES=all|png-wide,burst,...); docs/abuse.md
 #   make soak          open-loop load at 80% of capacity, RSS drift and errors (SOAK_SECONDS=600)

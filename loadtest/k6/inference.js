@@ -11,6 +11,8 @@
 //   BUDGET_MS latency budget: sent with MODEL=auto, and answers within it are counted (goodput)
 //   VARIANTS  comma-separated variant names whose share of the answers the summary reports
 //   VUS       closed-loop clients of the saturate scenario    (8)
+//   API       native | oip: our API, or the Open Inference Protocol (docs/oip.md; needs MODEL)   (native)
+//   OIP_FORM  binary | json: over HTTP, the image as Triton binary data or as base64 JSON      (binary)
 //   HTTP_URL  (http://127.0.0.1:8080)   GRPC_ADDR (127.0.0.1:50051): any host; the defaults are this machine
 //   P95_MS, P99_MS, MAX_ERROR_RATE    thresholds; defaults per task, see LIMITS
 //   SUMMARY_FILE   where handleSummary writes the JSON summary (summary.json)
@@ -30,6 +32,11 @@ const DURATION = parseInt(__ENV.DURATION || '15', 10);
 const BUDGET_MS = __ENV.BUDGET_MS ? parseFloat(__ENV.BUDGET_MS) : null;
 const VARIANTS = (__ENV.VARIANTS || '').split(',').filter((v) => v);
 const VUS = parseInt(__ENV.VUS || '8', 10);
+const API = __ENV.API || 'native';
+const OIP_FORM = __ENV.OIP_FORM || 'binary';
+if (API !== 'native' && API !== 'oip') throw new Error(`API must be native or oip, not ${API}`);
+if (OIP_FORM !== 'binary' && OIP_FORM !== 'json') throw new Error(`OIP_FORM must be binary or json, not ${OIP_FORM}`);
+if (API === 'oip' && (!MODEL || MODEL === 'auto')) throw new Error('API=oip needs MODEL, a variant name');
 
 // Defaults sized for the 2-core reference machine: below saturation for the default variant of each task, so a
 // constant-rate run measures latency rather than queueing. Raise RATE to find the knee.
@@ -54,8 +61,23 @@ const MAX_ERROR_RATE = parseFloat(__ENV.MAX_ERROR_RATE || (SCENARIO === 'spike' 
 if (!__ENV.IMAGES) throw new Error('IMAGES must list at least one JPEG (comma-separated paths)');
 const IMAGES = __ENV.IMAGES.split(',').map((path) => {
   const bytes = open(path, 'b');
-  return { name: path.split('/').pop(), bytes, b64: encoding.b64encode(bytes) };
+  const b64 = encoding.b64encode(bytes);
+  return { name: path.split('/').pop(), bytes, b64, oip: API === 'oip' ? oipBody(bytes, b64) : null };
 });
+
+// An OIP inference request for one image, made once per image: the JSON form (base64), or the JSON header and
+// the binary tensor after it (a 4-byte little-endian length and the bytes), with the header's length.
+function oipBody(bytes, b64) {
+  const input = { name: 'image', shape: [1], datatype: 'BYTES' };
+  if (OIP_FORM === 'json') return { body: JSON.stringify({ inputs: [{ ...input, data: [b64] }] }), headerLength: null };
+  const n = bytes.byteLength;
+  const header = JSON.stringify({ inputs: [{ ...input, parameters: { binary_data_size: n + 4 } }] });
+  const out = new Uint8Array(header.length + 4 + n);
+  for (let i = 0; i < header.length; i++) out[i] = header.charCodeAt(i); // the header is ASCII
+  new DataView(out.buffer).setUint32(header.length, n, true);
+  out.set(new Uint8Array(bytes), header.length + 4);
+  return { body: out.buffer, headerLength: header.length };
+}
 
 const errors = new Rate('inference_errors');
 const shed = new Rate('inference_shed');
@@ -70,7 +92,9 @@ const outsideServer = new Trend('outside_server_ms');
 
 // gRPC: the proto is read from the repository (no reflection round trip per VU).
 const grpcClient = new grpc.Client();
-if (PROTOCOL === 'grpc') grpcClient.load(['../../proto/proto'], 'mobilenet/v1/inference.proto');
+if (PROTOCOL === 'grpc') {
+  grpcClient.load(['../../proto/proto'], API === 'oip' ? 'inference/grpc_service.proto' : 'mobilenet/v1/inference.proto');
+}
 
 function scenario() {
   // Arrival-rate executors keep offering load when the server slows down (an open model), which is what exposes
@@ -137,7 +161,23 @@ function answered(model, started, serverMs) {
   if (typeof serverMs === 'number' && serverMs > BUDGET_MS) lateInServer.add(1);
 }
 
+// OIP over HTTP: the answer is JSON (no output is asked for in binary form).
+function oipHttpCall(image) {
+  const headers = { 'content-type': image.oip.headerLength === null ? 'application/json' : 'application/octet-stream' };
+  if (image.oip.headerLength !== null) headers['inference-header-content-length'] = String(image.oip.headerLength);
+  const started = Date.now();
+  const res = http.post(`${HTTP_URL}/v2/models/${MODEL}/infer`, image.oip.body, { headers, tags: { task: TASK } });
+  const ok = check(res, {
+    'status 200': (r) => r.status === 200,
+    'names its model': (r) => r.status !== 200 || (r.json('model_name') || '') !== '',
+  });
+  shed.add(res.status === 429 || res.status === 503);
+  if (ok) answered(res.json('model_name'), started);
+  return ok;
+}
+
 function httpCall(image) {
+  if (API === 'oip') return oipHttpCall(image);
   const params = new URLSearchParamsLite();
   if (MODEL) params.add('model', MODEL);
   if (MODEL === 'auto' && BUDGET_MS !== null) params.add('latency_budget_ms', BUDGET_MS);
@@ -164,6 +204,7 @@ function grpcCall(image) {
     grpcClient.connect(GRPC_ADDR, { plaintext: true, timeout: '5s', maxReceiveSize: 64 << 20 });
     connected = true;
   }
+  if (API === 'oip') return oipGrpcCall(image);
   const request = { image: image.b64 };
   if (MODEL) request.model = { model: MODEL };
   if (MODEL === 'auto' && BUDGET_MS !== null) request.model.latency_budget_ms = BUDGET_MS;
@@ -175,6 +216,23 @@ function grpcCall(image) {
   });
   shed.add(!!res && (res.status === grpc.StatusResourceExhausted || res.status === grpc.StatusUnavailable));
   if (ok) answered(res.message.model, started, (res.message.timings || {}).totalMs);
+  return ok;
+}
+
+// OIP over gRPC: the image in the input's bytes_contents (base64 in k6's JSON form of bytes fields).
+function oipGrpcCall(image) {
+  const request = {
+    model_name: MODEL,
+    inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [image.b64] } }],
+  };
+  const started = Date.now();
+  const res = grpcClient.invoke('inference.GRPCInferenceService/ModelInfer', request, { tags: { task: TASK } });
+  const ok = check(res, {
+    'status OK': (r) => r && r.status === grpc.StatusOK,
+    'names its model': (r) => !r || r.status !== grpc.StatusOK || (r.message && r.message.modelName !== ''),
+  });
+  shed.add(!!res && (res.status === grpc.StatusResourceExhausted || res.status === grpc.StatusUnavailable));
+  if (ok) answered(res.message.modelName, started);
   return ok;
 }
 
@@ -212,6 +270,7 @@ export function handleSummary(data) {
     protocol: PROTOCOL,
     scenario: SCENARIO,
     model: MODEL || '(default)',
+    api: API === 'oip' && PROTOCOL === 'http' ? `oip-${OIP_FORM}` : API,
     target_rate: RATE,
     duration_s: seconds,
     requests: metricValue(data, 'iterations', 'count'),
