@@ -84,8 +84,48 @@ pub fn environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
         .with_name("mobilenet-serve")
         .build()
         .map_err(|e| anyhow::anyhow!("ONNX Runtime environment: {e}"))?;
+    env.set_log_level(ort_log_level(
+        std::env::var("ORT_LOG_LEVEL").ok().as_deref(),
+    )?);
     *slot = Some(env.clone());
     Ok(env)
+}
+
+/// ONNX Runtime's own log level, from `ORT_LOG_LEVEL` (`verbose`, `info`, `warning`, `error`, `fatal`): errors
+/// only by default. Its warnings at load time ("Removing initializer ... It is not used by any node", some 40
+/// per start with the default models) say nothing a user can act on.
+fn ort_log_level(value: Option<&str>) -> anyhow::Result<ort::logging::LogLevel> {
+    use ort::logging::LogLevel;
+    Ok(match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("error") => LogLevel::Error,
+        Some("verbose") => LogLevel::Verbose,
+        Some("info") => LogLevel::Info,
+        Some("warning") | Some("warn") => LogLevel::Warning,
+        Some("fatal") => LogLevel::Fatal,
+        Some(other) => {
+            anyhow::bail!("ORT_LOG_LEVEL={other:?}: use verbose, info, warning, error or fatal")
+        }
+    })
+}
+
+#[cfg(test)]
+mod log_level_tests {
+    use super::*;
+    use ort::logging::LogLevel;
+
+    #[test]
+    fn errors_only_unless_asked() {
+        assert!(matches!(ort_log_level(None).unwrap(), LogLevel::Error));
+        assert!(matches!(
+            ort_log_level(Some("WARNING")).unwrap(),
+            LogLevel::Warning
+        ));
+        assert!(matches!(
+            ort_log_level(Some("verbose")).unwrap(),
+            LogLevel::Verbose
+        ));
+        assert!(ort_log_level(Some("loud")).is_err());
+    }
 }
 
 /// Loads `variant` with `knobs`: starts its threads, waits until every session is built and warmed, and
