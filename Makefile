@@ -74,7 +74,10 @@ test: models-test tools $(OIP_VENV)/.stamp
 	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 	cargo build --release -p mobilenet-serve
-	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)
+	# One process per client library: tritonclient and kserve each register the protocol's messages under the same
+	# protobuf names, which one process cannot hold twice.
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)/test_tritonclient.py
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)/test_kserve.py
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
 .PHONY: client-test loadtest bench memory decode-bench tradeoff

@@ -68,8 +68,10 @@ fn output<'a>(answer: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metadata() {
-    assert_eq!(get("/v2/health/live").await.0, 200);
-    assert_eq!(get("/v2/health/ready").await.0, 200);
+    let (status, body) = get("/v2/health/live").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"live":true}"#));
+    let (status, body) = get("/v2/health/ready").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"ready":true}"#));
     let (status, body) = get("/v2").await;
     assert_eq!(status, 200);
     let meta: Value = serde_json::from_str(&body).unwrap();
@@ -92,7 +94,12 @@ async fn health_and_metadata() {
         assert_eq!(meta["inputs"][0]["datatype"], "BYTES");
         assert_eq!(meta["outputs"][0]["name"], "classification");
     }
-    assert_eq!(get(&format!("/v2/models/{DETECTOR}/ready")).await.0, 200);
+    let (status, body) = get(&format!("/v2/models/{DETECTOR}/ready")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"name": DETECTOR, "ready": true})
+    );
     assert_eq!(
         get(&format!("/v2/models/{DETECTOR}/versions/1/ready"))
             .await

@@ -25,16 +25,25 @@ use crate::{
 /// The header that says how long the JSON part of a binary request or answer is.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
-pub async fn live() -> StatusCode {
-    StatusCode::OK
-}
-
-pub async fn ready(State(state): State<AppState>) -> StatusCode {
-    if state.service.is_ready() && crate::health::unhealthy(&state.service).is_empty() {
+/// The answer is in the status (200 or 503), as Triton's clients read it, and in the JSON body the protocol
+/// defines, as KServe's read it.
+fn readiness(ready: bool, mut body: Value) -> (StatusCode, Json<Value>) {
+    body["ready"] = json!(ready);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    }
+    };
+    (status, Json(body))
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.service.is_ready() && crate::health::unhealthy(&state.service).is_empty();
+    readiness(ready, json!({}))
 }
 
 pub async fn server_metadata() -> Json<Value> {
@@ -72,14 +81,13 @@ pub async fn model_metadata(
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
-) -> Result<StatusCode> {
+) -> Result<(StatusCode, Json<Value>)> {
     let (name, version) = path_parts(&params);
-    oip::model(&state.service, name, version)?;
-    Ok(if state.service.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    })
+    let info = oip::model(&state.service, name, version)?;
+    Ok(readiness(
+        state.service.is_ready(),
+        json!({"name": info.name}),
+    ))
 }
 
 /// Splits a request body into its JSON header and the binary tensor data after it.

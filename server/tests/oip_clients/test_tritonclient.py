@@ -4,70 +4,13 @@ images.
 
 Needs the release server binary (`cargo test --release` builds it), the prepared repository and ONNX Runtime
 (ORT_DYLIB_PATH), as `make test` provides. Missing inputs fail the tests; they never skip."""
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import time
-import urllib.request
-
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
-CLASSIFIER = "mobilenet_v2_1.0_96"
-DETECTOR = "ssd_mobilenet_v2_fpnlite_256"
-SEGMENTER = "deeplabv3_mnv2_257"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def images_dir():
-    path = pathlib.Path(os.environ.get("TEST_IMAGES", ROOT.parent / "shared" / "images"))
-    assert path.is_dir(), f"TEST_IMAGES={path} does not exist"
-    return path
-
-
-def image(name):
-    return (images_dir() / name).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def server():
-    binary = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "mobilenet-serve"
-    assert binary.is_file(), f"no server binary at {binary}: run `cargo build --release`"
-    assert os.environ.get("ORT_DYLIB_PATH"), "set ORT_DYLIB_PATH to libonnxruntime.so (see Makefile)"
-    repository = os.environ.get("MODEL_REPOSITORY", str(ROOT / "models" / "repository"))
-    http_port, grpc_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [str(binary), "--model-repository", repository, "--models", f"{CLASSIFIER},{DETECTOR},{SEGMENTER}",
-         "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        for _ in range(300):
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("the server was not ready within 60 s")
-        yield {"http": base, "oip_http": f"127.0.0.1:{http_port}", "oip_grpc": f"127.0.0.1:{grpc_port}"}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+from conftest import CLASSIFIER, DETECTOR, SEGMENTER, image, native
 
 
 @pytest.fixture(scope="module", params=["http", "grpc"])
@@ -75,16 +18,6 @@ def triton(request, server):
     """tritonclient's HTTP or gRPC module and a client of it: every test runs over both protocols."""
     module = triton_http if request.param == "http" else triton_grpc
     return module, module.InferenceServerClient(url=server[f"oip_{request.param}"])
-
-
-def native(server, path, name):
-    boundary = "mobilenet-serve-test"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + image(name) + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{server['http']}{path}", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.load(r)
 
 
 def image_input(module, *names):
