@@ -283,7 +283,8 @@ fn classification(answers: &[Vec<crate::postprocess::Class>]) -> Vec<Tensor> {
                 .iter()
                 .map(|c| format!("{:.6}:{}:{}", c.score, c.index, c.label)),
         );
-        // Top-k is shorter only when the model has fewer classes: never, with one model per request.
+        // An image's top-k is shorter than the longest when its other classes have no probability at all
+        // (they are not listed): its row is padded with empty strings.
         data.extend(std::iter::repeat_n(String::new(), k - classes.len()));
     }
     vec![Tensor {

@@ -213,7 +213,8 @@ async fn unknown_model_wrong_task_bad_options() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["classes"].as_array().unwrap().len(), 2);
+    let classes = body["classes"].as_array().unwrap();
+    assert!((1..=2).contains(&classes.len()), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,11 @@ async fn classification_agrees_over_grpc() {
             let response = client.classify(request).await.unwrap();
             assert_eq!(response.metadata().get("x-model-variant").unwrap(), model);
             let answer = response.into_inner();
-            assert_eq!(answer.classes.len(), 3);
+            assert!((1..=3).contains(&answer.classes.len()), "{model} on {name}");
+            assert!(
+                answer.classes.iter().all(|c| c.score > 0.0),
+                "{model} on {name}: a zero score listed"
+            );
             assert!(answer.timings.is_some());
             let top1 = &answer.classes[0].label;
             assert!(

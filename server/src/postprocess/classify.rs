@@ -32,6 +32,9 @@ pub fn top_k(
     }
     order.truncate(k);
     order.sort_by(by_score);
+    // A class with no probability at all is not a guess: listing it would rank it (in index order, among the
+    // ties at zero) as if it were one. The quantised softmax of the uint8 graphs gives many exact zeros.
+    order.retain(|&i| probabilities[i] > 0.0);
     order
         .into_iter()
         .map(|i| Class {
@@ -95,6 +98,20 @@ mod tests {
         );
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|c| c.index != 0));
+    }
+
+    #[test]
+    fn classes_with_no_probability_are_not_guesses() {
+        // A quantised softmax: one sure class, the rest exactly zero.
+        let out = top_k(
+            &[0.0, 0.0, 0.99609375, 0.0],
+            Activation::None,
+            None,
+            3,
+            &labels(4),
+        );
+        let idx: Vec<u32> = out.iter().map(|c| c.index).collect();
+        assert_eq!(idx, vec![2]);
     }
 
     #[test]

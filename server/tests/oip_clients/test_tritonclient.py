@@ -53,10 +53,11 @@ def test_classification_extension_equals_the_native_top_k(triton, server):
     result = client.infer(CLASSIFIER, [image_input(module, *names)],
                           outputs=[requested(module, "classification", class_count=3)])
     classes = result.as_numpy("classification")
-    assert classes.shape == (2, 3)
+    assert classes.shape[0] == 2 and 1 <= classes.shape[1] <= 3
     for row, name in zip(classes, names):
         expected = native(server, f"/v1/classify?model={CLASSIFIER}&top_k=3", name)["classes"]
-        assert [c.decode() for c in row] == [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]
+        # Rows are padded with empty strings to the longest top-k of the batch.
+        assert [c.decode() for c in row if c] == [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]
 
 
 def test_detection_tensors_equal_the_native_detections(triton, server):
