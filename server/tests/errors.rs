@@ -368,53 +368,36 @@ async fn grpc_reflection_lists_the_services() {
         .connect()
         .await
         .unwrap();
-    // v1, and v1alpha for older clients: the same services through both.
-    let v1 = {
-        use tonic_reflection::pb::v1::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let response = responses.message().await.unwrap().expect("one response");
-        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-            panic!("{response:?}")
-        };
-        list.service
-            .into_iter()
-            .map(|s| s.name)
-            .collect::<Vec<String>>()
-    };
-    let v1alpha = {
-        use tonic_reflection::pb::v1alpha::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut responses = ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("v1alpha is served")
-            .into_inner();
-        let response = responses.message().await.unwrap().expect("one response");
-        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-            panic!("{response:?}")
-        };
-        list.service
-            .into_iter()
-            .map(|s| s.name)
-            .collect::<Vec<String>>()
-    };
+    // v1, and v1alpha for older clients: the same services through both. The two versions' messages are the
+    // same but for their module, hence a macro.
+    macro_rules! list_services {
+        ($version:ident) => {{
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .expect(concat!(stringify!($version), " is served"))
+                .into_inner();
+            let response = responses.message().await.unwrap().expect("one response");
+            let Some(MessageResponse::ListServicesResponse(list)) = response.message_response
+            else {
+                panic!("{response:?}")
+            };
+            list.service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>()
+        }};
+    }
+    let (v1, v1alpha) = (list_services!(v1), list_services!(v1alpha));
     for names in [&v1, &v1alpha] {
         assert!(
             names.iter().any(|n| n == "mobilenet.v1.Inference"),
