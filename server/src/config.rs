@@ -307,6 +307,29 @@ pub struct ModelKnobs {
     pub thread_nice: i32,
 }
 
+impl ModelKnobs {
+    /// How the model is served, in words, for the start-up log: its sessions and threads, its batches, and
+    /// where its images are decoded.
+    pub fn layout(&self) -> String {
+        let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+        let solo = match self.solo_intra_op_threads {
+            0 => String::new(),
+            n => format!(" + a solo session of {}", plural(n, "thread")),
+        };
+        format!(
+            "{} of {}{solo}, batches of up to {}, decoding on {}",
+            plural(self.instances, "session"),
+            plural(self.intra_op_threads, "thread"),
+            self.max_batch_size,
+            if self.decode_in_model_thread {
+                "the model threads"
+            } else {
+                "the decode pool"
+            }
+        )
+    }
+}
+
 impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)

@@ -90,6 +90,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (http_addr, grpc_addr) = (listeners.http.local_addr()?, listeners.grpc.local_addr()?);
     let metrics = metrics::install();
     let service = Arc::new(
         Service::new(
@@ -221,7 +222,7 @@ pub async fn run(
             health::set_grpc_status(&health, tonic_health::ServingStatus::Serving).await;
             // From now on NOT_SERVING while a model is stuck or failing, SERVING again when it recovers.
             tokio::spawn(health::watch(service.clone(), health.clone()));
-            tracing::info!("all models loaded and warmed; ready");
+            tracing::info!(http = %format!("http://{http_addr}"), grpc = %grpc_addr, "all models loaded and warmed; ready");
         }
         served = &mut serving => {
             served?;
@@ -309,7 +310,9 @@ fn load_models(config: &Config, runtime: &tokio::runtime::Handle) -> anyhow::Res
             config.health_policy(),
             runtime,
         )?;
-        tracing::info!(model = %name, ?knobs, elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+        let load_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(model = %name, layout = %knobs.layout(), load_ms, "model loaded");
+        tracing::debug!(model = %name, ?knobs, "model knobs");
         let c = &model.variant.config;
         metrics::record_model_info(
             &name,

@@ -1,5 +1,6 @@
-//! What a person sees when the server starts: ONNX Runtime's own warnings (some 40 "Removing initializer ... not
-//! used by any node" lines with the default models) are off unless `ORT_LOG_LEVEL` asks for them.
+//! What a person sees when the server starts: a line per model (its layout and load time), a ready line with
+//! the addresses, and not ONNX Runtime's own warnings (some 40 "Removing initializer ... not used by any node"
+//! lines with the default models) unless `ORT_LOG_LEVEL` asks for them.
 mod common;
 
 use std::{
@@ -20,8 +21,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the release binary with `MODEL`, waits until it is ready, stops it, and returns everything it printed.
-fn start_up_log(ort_log_level: Option<&str>) -> String {
+/// Starts the release binary with `MODEL`, waits until it is ready, stops it, and returns everything it printed
+/// and its HTTP port.
+fn start_up_log(ort_log_level: Option<&str>) -> (String, u16) {
     let (http, grpc) = (free_port(), free_port());
     let mut command = Command::new(env!("CARGO_BIN_EXE_mobilenet-serve"));
     command
@@ -63,18 +65,36 @@ fn start_up_log(ort_log_level: Option<&str>) -> String {
     let log = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(ready, "the server did not become ready:\n{log}");
-    log
+    (log, http)
 }
 
 #[test]
-fn onnx_runtime_warnings_are_off_unless_asked_for() {
-    let quiet = start_up_log(None);
+fn start_up_says_what_loaded_and_where_and_no_more() {
+    let (quiet, http) = start_up_log(None);
     assert!(
         !quiet.contains("Removing initializer"),
         "ONNX Runtime's load-time warnings are printed by default:\n{quiet}"
     );
-    assert!(quiet.contains("model loaded"), "{quiet}");
-    let asked = start_up_log(Some("warning"));
+    // One line per model with its layout and load time, and a ready line with the addresses.
+    let loaded: Vec<&str> = quiet
+        .lines()
+        .filter(|l| l.contains("model loaded"))
+        .collect();
+    assert_eq!(loaded.len(), 1, "{quiet}");
+    for field in [MODEL, "sessions of", "batches of up to", "load_ms"] {
+        assert!(
+            loaded[0].contains(field),
+            "{field} missing from {}",
+            loaded[0]
+        );
+    }
+    assert!(
+        quiet
+            .lines()
+            .any(|l| l.contains("ready") && l.contains(&format!("http://127.0.0.1:{http}"))),
+        "{quiet}"
+    );
+    let (asked, _) = start_up_log(Some("warning"));
     assert!(
         asked.contains("Removing initializer"),
         "ORT_LOG_LEVEL=warning shows ONNX Runtime's warnings again (the model has unused initializers):\n{asked}"
