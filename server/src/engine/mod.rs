@@ -108,26 +108,6 @@ fn ort_log_level(value: Option<&str>) -> anyhow::Result<ort::logging::LogLevel> 
     })
 }
 
-#[cfg(test)]
-mod log_level_tests {
-    use super::*;
-    use ort::logging::LogLevel;
-
-    #[test]
-    fn errors_only_unless_asked() {
-        assert!(matches!(ort_log_level(None).unwrap(), LogLevel::Error));
-        assert!(matches!(
-            ort_log_level(Some("WARNING")).unwrap(),
-            LogLevel::Warning
-        ));
-        assert!(matches!(
-            ort_log_level(Some("verbose")).unwrap(),
-            LogLevel::Verbose
-        ));
-        assert!(ort_log_level(Some("loud")).is_err());
-    }
-}
-
 /// Loads `variant` with `knobs`: starts its threads, waits until every session is built and warmed, and
 /// starts its batcher. Its threads report their batches to its health, judged by `health`. Must be called
 /// inside a tokio runtime (the batcher is a task); blocks while loading.
@@ -208,4 +188,24 @@ pub fn load_model(
         batcher,
         health,
     })
+}
+
+#[cfg(test)]
+mod log_level_tests {
+    use super::*;
+    use ort::logging::LogLevel;
+
+    #[test]
+    fn errors_only_unless_asked() {
+        assert!(matches!(ort_log_level(None).unwrap(), LogLevel::Error));
+        assert!(matches!(
+            ort_log_level(Some("WARNING")).unwrap(),
+            LogLevel::Warning
+        ));
+        assert!(matches!(
+            ort_log_level(Some("verbose")).unwrap(),
+            LogLevel::Verbose
+        ));
+        assert!(ort_log_level(Some("loud")).is_err());
+    }
 }
