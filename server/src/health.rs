@@ -233,6 +233,11 @@ pub struct Unhealthy {
 }
 
 /// Every problem of every loaded model, judged now; empty when all are healthy or none is loaded yet.
+/// Whether the server serves: every model loaded and warmed, none stuck or failing, not draining.
+pub fn serving(service: &Service) -> bool {
+    service.is_ready() && unhealthy(service).is_empty()
+}
+
 pub fn unhealthy(service: &Service) -> Vec<Unhealthy> {
     let Some(router) = service.router() else {
         return Vec::new();

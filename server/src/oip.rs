@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use crate::{
     error::{Error, Result},
-    model_info::{self, ModelInfo},
     options::{self, RequestOptions},
     postprocess::finish::{Detection, Mask},
     repository::Task,
@@ -34,24 +33,16 @@ pub const VERSION: &str = "1";
 pub const SERVER_NAME: &str = "mobilenet-serve";
 pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
 
-pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<ModelInfo> {
+/// The task of the loaded variant `name` (at `version`, if given): an unknown name or version is a 404.
+pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<Task> {
     let router = service.router().ok_or(Error::NotReady)?;
-    let unknown = || Error::UnknownModel(name.to_string());
-    if version.is_some_and(|v| v != VERSION) {
-        return Err(unknown());
-    }
-    model_info::list(router)
-        .into_iter()
-        .find(|m| m.name == name)
-        .ok_or_else(unknown)
-}
-
-pub fn task_of(info: &ModelInfo) -> Task {
-    match info.task {
-        "detection" => Task::Detection,
-        "segmentation" => Task::Segmentation,
-        _ => Task::Classification,
-    }
+    router
+        .models()
+        .iter()
+        .find(|m| m.variant.config.name == name)
+        .filter(|_| version.is_none_or(|v| v == VERSION))
+        .map(|m| m.variant.config.task)
+        .ok_or_else(|| Error::UnknownModel(name.to_string()))
 }
 
 /// Each task's outputs: name, datatype and shape (-1 where it varies).

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::Error,
-    oip::{self, InferBody, InputTensor, RequestedOutput, bad},
+    oip::{self, InferBody, InputTensor, RequestedOutput},
     service::{self, Protocol, Service},
 };
 
@@ -69,7 +69,7 @@ impl GrpcInferenceService for OipService {
         &self,
         _request: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = self.service.is_ready() && crate::health::unhealthy(&self.service).is_empty();
+        let ready = crate::health::serving(&self.service);
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 
@@ -99,13 +99,13 @@ impl GrpcInferenceService for OipService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let info = oip::model(&self.service, &r.name, version(&r.version))?;
+        let task = oip::model(&self.service, &r.name, version(&r.version))?;
         Ok(Response::new(pb::ModelMetadataResponse {
-            name: info.name.clone(),
+            name: r.name.clone(),
             versions: vec![oip::VERSION.into()],
             platform: oip::SERVER_NAME.into(),
             inputs: vec![tensor_metadata(oip::IMAGE_INPUT, "BYTES", &[-1])],
-            outputs: oip::outputs_of(oip::task_of(&info))
+            outputs: oip::outputs_of(task)
                 .iter()
                 .map(|(name, datatype, shape)| tensor_metadata(name, datatype, shape))
                 .collect(),
@@ -118,11 +118,10 @@ impl GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (start, deadline) = (Instant::now(), super::deadline(&request));
         let r = request.into_inner();
-        let info = oip::model(&self.service, &r.model_name, version(&r.model_version))
+        let task = oip::model(&self.service, &r.model_name, version(&r.model_version))
             .inspect_err(|error| {
                 service::record_refused(None, Protocol::Grpc, error, start.elapsed());
             })?;
-        let task = oip::task_of(&info);
         let body = InferBody {
             id: (!r.id.is_empty()).then(|| r.id.clone()),
             parameters: parameters(r.parameters),
@@ -166,7 +165,7 @@ impl GrpcInferenceService for OipService {
         let tensors = oip::run(
             &self.service,
             task,
-            &info.name,
+            &r.model_name,
             options,
             images,
             deadline,
@@ -186,11 +185,8 @@ impl GrpcInferenceService for OipService {
             });
             raw.push(tensor.data.binary().into());
         }
-        if outputs.is_empty() {
-            return Err(bad("no output to answer with").into());
-        }
         Ok(Response::new(pb::ModelInferResponse {
-            model_name: info.name,
+            model_name: r.model_name,
             model_version: oip::VERSION.into(),
             id: body.id.unwrap_or_default(),
             parameters: HashMap::new(),

@@ -42,8 +42,7 @@ pub async fn live() -> Json<Value> {
 }
 
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let ready = state.service.is_ready() && crate::health::unhealthy(&state.service).is_empty();
-    readiness(ready, json!({}))
+    readiness(crate::health::serving(&state.service), json!({}))
 }
 
 pub async fn server_metadata() -> Json<Value> {
@@ -64,13 +63,13 @@ pub async fn model_metadata(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     let (name, version) = path_parts(&params);
-    let info = oip::model(&state.service, name, version)?;
-    let outputs: Vec<Value> = oip::outputs_of(oip::task_of(&info))
+    let task = oip::model(&state.service, name, version)?;
+    let outputs: Vec<Value> = oip::outputs_of(task)
         .iter()
         .map(|(name, datatype, shape)| json!({"name": name, "datatype": datatype, "shape": shape}))
         .collect();
     Ok(Json(json!({
-        "name": info.name,
+        "name": name,
         "versions": [oip::VERSION],
         "platform": oip::SERVER_NAME,
         "inputs": [{"name": oip::IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}],
@@ -83,11 +82,8 @@ pub async fn model_ready(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let (name, version) = path_parts(&params);
-    let info = oip::model(&state.service, name, version)?;
-    Ok(readiness(
-        state.service.is_ready(),
-        json!({"name": info.name}),
-    ))
+    oip::model(&state.service, name, version)?;
+    Ok(readiness(state.service.is_ready(), json!({"name": name})))
 }
 
 /// Splits a request body into its JSON header and the binary tensor data after it.
@@ -149,14 +145,13 @@ pub async fn infer(
 ) -> Response {
     let start = std::time::Instant::now();
     let (name, version) = path_parts(&params);
-    let info = match oip::model(&state.service, name, version) {
-        Ok(info) => info,
+    let task = match oip::model(&state.service, name, version) {
+        Ok(task) => task,
         Err(error) => {
             service::record_refused(None, Protocol::Http, &error, start.elapsed());
             return error.into_response();
         }
     };
-    let task = oip::task_of(&info);
     let parsed = async {
         let deadline = extract::deadline(request.headers())?;
         let headers = request.headers().clone();
@@ -178,16 +173,14 @@ pub async fn infer(
     let run = oip::run(
         &state.service,
         task,
-        &info.name,
+        name,
         options,
         images,
         deadline,
         Protocol::Http,
     );
     match run.await {
-        Ok(tensors) => {
-            respond(&info.name, &parsed, &tensors).unwrap_or_else(IntoResponse::into_response)
-        }
+        Ok(tensors) => respond(name, &parsed, &tensors).unwrap_or_else(IntoResponse::into_response),
         Err(error) => error.into_response(),
     }
 }
