@@ -5,8 +5,9 @@
 # shares answered late and refused, and the share each variant served.
 #
 # Environment (defaults): BUDGET_MS (50), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
-# CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), FLAGSHIP (the
-# classification default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
+# CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), CHEAPEST_CAPACITY (the
+# same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the classification default in
+# /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,8 @@ models=$(curl -sf "$HTTP_URL/v1/models")
 pick() { "$PY" -c "import json, sys; m = json.loads(sys.argv[1])['models']; print($1)" "$models"; }
 variants=$(pick "','.join(x['name'] for x in m if x['task'] == 'classification')")
 FLAGSHIP=${FLAGSHIP:-$(pick "next(x['name'] for x in m if x['task'] == 'classification' and x['is_default'])")}
+# The goal on late answers holds while the load is within what the cheapest variant of the ladder can serve.
+CHEAPEST=$(pick "min((x for x in m if x['task'] == 'classification' and x.get('auto_rank') is not None), key=lambda x: x['multiply_adds'])['name']")
 
 # k6run NAME VAR=VALUE...: one k6 run, its summary in RESULTS/NAME.summary.json. Refusals and late answers are
 # what is measured here, not failures, so the thresholds are out of the way.
@@ -46,7 +49,12 @@ if [[ -z ${CAPACITY:-} ]]; then
   CAPACITY=$("$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
     "$RESULTS/capacity.summary.json")
 fi
-echo "flagship $FLAGSHIP, capacity $CAPACITY req/s, budget $BUDGET_MS ms"
+if [[ -z ${CHEAPEST_CAPACITY:-} ]]; then
+  k6run capacity-cheapest SCENARIO=saturate MODEL="$CHEAPEST" DURATION=10
+  CHEAPEST_CAPACITY=$("$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
+    "$RESULTS/capacity-cheapest.summary.json")
+fi
+echo "flagship $FLAGSHIP, capacity $CAPACITY req/s; cheapest $CHEAPEST, $CHEAPEST_CAPACITY req/s; budget $BUDGET_MS ms"
 for level in $LEVELS; do
   rate=$("$PY" -c "print(max(1, round($level * $CAPACITY)))")  # k6 takes whole requests per second
   for model in "$FLAGSHIP" auto; do
@@ -59,9 +67,10 @@ done
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); k6 runs on the same CPUs."
   echo "Command: \`SCENARIO=auto BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
-  echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s (8 closed-loop clients), budget $BUDGET_MS ms (client-side time)."
+  echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s; cheapest variant \`$CHEAPEST\`, capacity $CHEAPEST_CAPACITY req/s" \
+    "(8 closed-loop clients each); budget $BUDGET_MS ms (client-side time)."
   echo
-  "$PY" "$ROOT/loadtest/auto_report.py" "$RESULTS" "$FLAGSHIP"
+  "$PY" "$ROOT/loadtest/auto_report.py" "$RESULTS" "$FLAGSHIP" "$CHEAPEST_CAPACITY"
 } >"$RESULTS/report.md"
 cat "$RESULTS/report.md"
 echo

@@ -1,7 +1,8 @@
 """Markdown report of one `loadtest/auto.sh` run: per load level, the flagship named and model=auto side by side,
 then the issue's goals computed from the same rows.
 
-Usage: auto_report.py RESULTS_DIR FLAGSHIP  (reads RESULTS_DIR/<level>-<model>.summary.json)"""
+Usage: auto_report.py RESULTS_DIR FLAGSHIP CHEAPEST_CAPACITY  (reads RESULTS_DIR/<level>-<model>.summary.json;
+CHEAPEST_CAPACITY is the req/s the ladder's cheapest variant served, up to which the late-answer goal holds)"""
 import json
 import pathlib
 import sys
@@ -21,6 +22,7 @@ def row(s):
         'dropped': s['dropped_iterations'],
         'late_in_server': share(s.get('late_in_server', 0)),
         'outside': s.get('outside_server_ms') or {},
+        'late_phases': s.get('late_phases_median_ms') or {},
     }
 
 
@@ -32,19 +34,22 @@ def ms(v):
     return '-' if v is None else f'{v:.1f}'
 
 
-def main(results, flagship):
+def main(results, flagship, cheapest):
     runs = {}
     for path in results.glob('*.summary.json'):
         level, _, model = path.name[: -len('.summary.json')].partition('-')
-        if model:
+        if model and level.replace('.', '', 1).isdigit():  # not the capacity runs
             runs[(float(level), 'auto' if model == 'auto' else 'fixed')] = row(json.loads(path.read_text()))
     print('| load (x capacity) | offered req/s | model | goodput /s | in budget | late | of which late in the server '
+          '| late in the server: median decode / queue / inference ms '
           '| outside the server p50 / p99 ms | refused | failed | k6 dropped | served by |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for (level, mode), r in sorted(runs.items()):
         served = ', '.join(f'{m} {pct(v)}' for m, v in sorted(r['served'].items(), key=lambda kv: -kv[1]))
         print(f"| {level:g} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
-              f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['late_in_server'])} | {ms(r['outside'].get('p50'))} / "
+              f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['late_in_server'])} "
+              f"| {' / '.join(ms(r['late_phases'].get(p)) for p in ('decode', 'queue', 'inference'))} "
+              f"| {ms(r['outside'].get('p50'))} / "
               f"{ms(r['outside'].get('p99'))} | {pct(r['refused'])} | {pct(r['failed'])} "
               f"| {r['dropped']} | {served or '-'} |")
     levels = sorted({level for level, _ in runs})
@@ -62,10 +67,16 @@ def main(results, flagship):
         share = low['served'].get(flagship, 0.0)
         print(f"- at {levels[0]:g}x, auto served {pct(share)} of its answers with {flagship} (goal 100%): "
               f"{'met' if share >= 0.999 else 'NOT met'}")
-    lates = ', '.join(f"{level:g}x {pct(runs[(level, 'auto')]['late'])}" for level in levels if (level, 'auto') in runs)
-    print(f"- auto's answers over budget, by load: {lates} (goal at most 1% while the load is within the cheapest "
-          "variant's capacity)")
+    judged = [level for level in levels if (level, 'auto') in runs and runs[(level, 'auto')]['offered'] <= cheapest]
+    for level in levels:
+        if (level, 'auto') not in runs:
+            continue
+        late = runs[(level, 'auto')]['late']
+        verdict = ('met' if late <= 0.01 else 'NOT met') if level in judged else \
+            f"not judged: {runs[(level, 'auto')]['offered']:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
+        print(f"- auto's answers over budget at {level:g}x: {pct(late)} (goal at most 1% while the load is within the "
+              f"cheapest variant's capacity): {verdict}")
 
 
 if __name__ == '__main__':
-    main(pathlib.Path(sys.argv[1]), sys.argv[2])
+    main(pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))

@@ -89,6 +89,9 @@ const served = new Counter('served');
 // `timings.total_ms`), and the client's time minus the server's (the connection, the client's own CPU).
 const lateInServer = new Counter('late_in_server');
 const outsideServer = new Trend('outside_server_ms');
+// Where the answers late in the server spent their time, by the server's own phase timings.
+const LATE_PHASES = ['decode', 'queue', 'inference'];
+const latePhase = Object.fromEntries(LATE_PHASES.map((p) => [p, new Trend(`late_${p}_ms`)]));
 
 // gRPC: the proto is read from the repository (no reflection round trip per VU).
 const grpcClient = new grpc.Client();
@@ -152,13 +155,25 @@ export const options = {
 
 // Counts one answer: who served it, whether it came within the budget, and how much of its time the server
 // accounts for.
-function answered(model, started, serverMs) {
+// `timings` is the answer's phase timings in milliseconds (`total`, `decode`, ...), when it has them.
+function answered(model, started, timings) {
   const took = Date.now() - started;
   served.add(1, { model });
+  const serverMs = timings ? timings.total : undefined;
   if (typeof serverMs === 'number') outsideServer.add(Math.max(0, took - serverMs));
   if (BUDGET_MS === null) return;
   if (took <= BUDGET_MS) withinBudget.add(1);
-  if (typeof serverMs === 'number' && serverMs > BUDGET_MS) lateInServer.add(1);
+  if (typeof serverMs === 'number' && serverMs > BUDGET_MS) {
+    lateInServer.add(1);
+    for (const p of LATE_PHASES) if (typeof timings[p] === 'number') latePhase[p].add(timings[p]);
+  }
+}
+
+// The phase timings of an answer, from the native JSON (`decode_ms`) or gRPC's JSON form (`decodeMs`).
+function phaseTimings(t) {
+  if (!t) return undefined;
+  const pick = (name) => t[`${name}_ms`] !== undefined ? t[`${name}_ms`] : t[`${name}Ms`];
+  return Object.fromEntries(['total', ...LATE_PHASES].map((p) => [p, pick(p)]));
 }
 
 // OIP over HTTP: the answer is JSON (no output is asked for in binary form).
@@ -190,7 +205,7 @@ function httpCall(image) {
     'names its model': (r) => r.status !== 200 || (r.json('model') || '') !== '',
   });
   shed.add(res.status === 429 || res.status === 503);
-  if (ok) answered(res.json('model'), started, res.json('timings.total_ms'));
+  if (ok) answered(res.json('model'), started, phaseTimings(res.json('timings')));
   return ok;
 }
 
@@ -215,7 +230,7 @@ function grpcCall(image) {
     'names its model': (r) => !r || r.status !== grpc.StatusOK || (r.message && r.message.model !== ''),
   });
   shed.add(!!res && (res.status === grpc.StatusResourceExhausted || res.status === grpc.StatusUnavailable));
-  if (ok) answered(res.message.model, started, (res.message.timings || {}).totalMs);
+  if (ok) answered(res.message.model, started, phaseTimings(res.message.timings));
   return ok;
 }
 
@@ -293,6 +308,7 @@ export function handleSummary(data) {
       p50: metricValue(data, 'outside_server_ms', 'med'),
       p99: metricValue(data, 'outside_server_ms', 'p(99)'),
     },
+    late_phases_median_ms: Object.fromEntries(LATE_PHASES.map((p) => [p, metricValue(data, `late_${p}_ms`, 'med')])),
     served: Object.fromEntries(VARIANTS.map((v) => [v, metricValue(data, `served{model:${v}}`, 'count') || 0])),
     thresholds_ok: Object.values(data.metrics).every((m) => !m.thresholds ||
       Object.values(m.thresholds).every((t) => t.ok)),

@@ -3,14 +3,21 @@
 //! The router gives the task's ladder, best quality first (`make models` ranks it from each variant's
 //! published or measured quality). Each variant's batcher predicts the time a request sent to it now would
 //! take: the wait behind the requests it has admitted, its own run, and decoding this image, which
-//! [`DecodeCost`] predicts from the image's size. The first variant whose prediction fits is chosen; when
+//! [`DecodeCost`] predicts from the image's size. All models share the same CPUs, so the work the other
+//! models and the decode pool ([`DecodeBacklog`]) have taken on delays it too ([`shared_cpu_latency`]):
+//! without that, a step-down spread the load over several variants whose batches then ran side by side at
+//! two to five times their learned time (docs/auto.md). The first variant whose prediction fits is chosen; when
 //! none does, the request is refused at once, before anything is queued, so that no work is spent on an
 //! answer that would come too late. Each variant's predictions are raised by a [`Margin`] learned from
 //! how far its answers overran their predictions, so that the budget holds for the requests the predictions
 //! underestimate (a burst arriving together, a batch that ran long, the CPU taken by something else).
-//! Pure logic, no threads, the clock passed in: every rule is unit tested below.
+//! Pure logic, no threads, the clock passed in (the backlog's counter aside): every rule is unit tested below.
 use std::{
     collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -68,6 +75,52 @@ pub fn choose(predictions: &[Option<Duration>], budget: Duration) -> Choice {
     }
     let (fastest, predicted) = fastest.unwrap_or_default();
     Choice::NoneFits { fastest, predicted }
+}
+
+/// The time a request whose own work (its variant's queue ahead of it and its run) takes `own` with the CPUs
+/// to itself will take while the other models work off `others`: the CPUs are shared fairly (processor
+/// sharing), so each other model's backlog delays it by as much of that backlog as runs before it is done,
+/// at most `own`. Every variant's sessions use all the CPUs when they run, so one's backlog is time on the
+/// whole machine and the delays add up.
+pub fn shared_cpu_latency(own: Duration, others: impl IntoIterator<Item = Duration>) -> Duration {
+    own + others.into_iter().map(|b| b.min(own)).sum::<Duration>()
+}
+
+/// The decoding the service has taken on and not finished, as the sum of each image's predicted time:
+/// the decode pool's queue, which a request routed now waits behind and whose CPU every model shares. Each
+/// image adds itself with [`add`](Self::add) and is taken off when its [`Pending`] guard drops, whether it
+/// finished, failed or its client left.
+#[derive(Debug, Default)]
+pub struct DecodeBacklog {
+    nanos: AtomicU64,
+}
+
+impl DecodeBacklog {
+    pub fn add(self: &Arc<Self>, predicted: Duration) -> Pending {
+        let nanos = u64::try_from(predicted.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        Pending {
+            backlog: self.clone(),
+            nanos,
+        }
+    }
+
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// One image's share of the [`DecodeBacklog`], given back on drop.
+#[derive(Debug)]
+pub struct Pending {
+    backlog: Arc<DecodeBacklog>,
+    nanos: u64,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.backlog.nanos.fetch_sub(self.nanos, Ordering::Relaxed);
+    }
 }
 
 /// Seconds of decoding per megapixel of the client's image, learned from the requests served (decoding,
@@ -283,5 +336,30 @@ mod tests {
             (cost.predict(1_000_000).as_secs_f64() * 1e3 - per_mp).abs() < 1e-9,
             "empty images are ignored"
         );
+    }
+
+    #[test]
+    fn other_models_backlogs_delay_a_request_at_most_by_its_own_work() {
+        assert_eq!(shared_cpu_latency(ms(20), []), ms(20), "alone on the CPUs");
+        // 5 ms of another model's work runs beside it in full; of 100 ms, only as much as its own 20 ms
+        // runs before it is done.
+        assert_eq!(shared_cpu_latency(ms(20), [ms(5), ms(100)]), ms(45));
+        assert_eq!(
+            shared_cpu_latency(ms(20), [Duration::ZERO; 3]),
+            ms(20),
+            "idle models cost nothing"
+        );
+    }
+
+    #[test]
+    fn the_decode_backlog_counts_each_image_until_its_guard_drops() {
+        let backlog = Arc::new(DecodeBacklog::default());
+        let first = backlog.add(ms(3));
+        let second = backlog.add(ms(5));
+        assert_eq!(backlog.total(), ms(8));
+        drop(first);
+        assert_eq!(backlog.total(), ms(5));
+        drop(second);
+        assert_eq!(backlog.total(), Duration::ZERO);
     }
 }

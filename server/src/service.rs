@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
-    auto::{self, Choice, DecodeCost, Margin},
+    auto::{self, Choice, DecodeBacklog, DecodeCost, Margin},
     batching::Payload,
     engine::Model,
     error::{Error, Result},
@@ -140,6 +140,9 @@ pub struct Service {
     router: OnceLock<Router<Model>>,
     draining: AtomicBool,
     decode_permits: Arc<Semaphore>,
+    decode_threads: usize,
+    /// The decoding queued on or running on the decode pool, for `model=auto`'s predictions.
+    decode_backlog: Arc<DecodeBacklog>,
     image_limits: ImageLimits,
     decode_budget: DecodeBudget,
     /// The deadline of requests that bring none (`--default-request-timeout-ms`).
@@ -160,6 +163,8 @@ impl Service {
             router: OnceLock::new(),
             draining: AtomicBool::new(false),
             decode_permits: Arc::new(Semaphore::new(decode_threads.max(1))),
+            decode_threads: decode_threads.max(1),
+            decode_backlog: Default::default(),
             image_limits,
             decode_budget,
             default_timeout: None,
@@ -386,8 +391,16 @@ impl Service {
             Payload::Encoded(encoded)
         } else {
             let spec_variant = variant.clone();
+            let predicted = self
+                .decode_cost()
+                .predict(encoded.inspection.header.pixels());
+            let pending = self.decode_backlog.add(predicted);
             let prepared = self
-                .blocking(move || encoded.prepare(&spec_variant.config.input))
+                .blocking(move || {
+                    let prepared = encoded.prepare(&spec_variant.config.input);
+                    drop(pending);
+                    prepared
+                })
                 .await?;
             Payload::Prepared(prepared)
         };
@@ -471,9 +484,24 @@ impl Service {
         let candidates = router.auto_candidates(task, &request.selector)?;
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
+        // Every model's admitted work competes for the same CPUs as the candidate's.
+        let decode_pool = self.decode_backlog.total() / self.decode_threads as u32;
+        let backlogs: Vec<(&Arc<Model>, Duration)> = router
+            .models()
+            .iter()
+            .map(|m| (m, m.batcher.backlog()))
+            .collect();
         let predictions: Vec<Option<Duration>> = candidates
             .iter()
-            .map(|m| m.batcher.predict_latency(decode).map(|p| p + spent))
+            .map(|c| {
+                let own = c.batcher.predict_latency(decode)?;
+                let others = backlogs
+                    .iter()
+                    .filter(|(m, _)| !Arc::ptr_eq(m, c))
+                    .map(|(_, b)| *b)
+                    .chain([decode_pool]);
+                Some(auto::shared_cpu_latency(own, others) + spent)
+            })
             .collect();
         let with_margin: Vec<Option<Duration>> = {
             let (mut margins, now) = (self.margins(), Instant::now());

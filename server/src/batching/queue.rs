@@ -218,6 +218,17 @@ impl Batcher {
         Some(wait + run + decode)
     }
 
+    /// The work this model has admitted and not finished, in time on its sessions: zero when idle or before
+    /// a batch has run. What a request of another model sharing the CPUs competes with.
+    pub fn backlog(&self) -> Duration {
+        let ahead = self.capacity - self.permits.available_permits();
+        self.load
+            .with_latency(|model| {
+                model.expected_wait(ahead, self.load.instances, self.max_batch_size)
+            })
+            .unwrap_or_default()
+    }
+
     /// What [`try_admit`](Self::try_admit) would answer now, without taking a place: for refusing a
     /// request from its head, before its body is read. Records nothing; the caller records the refusal
     /// it acts on.
