@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Does model=auto pay? (docs/auto.md) Offers classification load at LEVELS times the flagship's measured capacity,
+# Does model=auto pay? (docs/auto.md) Offers TASK's load at LEVELS times the flagship's measured capacity,
 # once naming the flagship and once asking for model=auto, both judged against the same latency budget, and writes
 # a markdown report under loadtest/results/<time>-auto/: goodput (answers within the budget per second), the
 # shares answered late and refused, and the share each variant served.
 #
-# Environment (defaults): BUDGET_MS (50), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
+# Environment (defaults): TASK (classify, or segment; detection has one variant in its ladder), BUDGET_MS (50 for
+# classify, 250 for segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
 # CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), CHEAPEST_CAPACITY (the
-# same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the classification default in
-# /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
+# same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the task's default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=common.sh
 source "$ROOT/loadtest/common.sh"
-BUDGET_MS=${BUDGET_MS:-50}
+TASK=${TASK:-classify}
+case $TASK in
+  classify) kind=classification default_budget=50 ;;
+  segment) kind=segmentation default_budget=250 ;;
+  *) echo "auto.sh: TASK must be classify or segment, not $TASK" >&2; exit 2 ;;
+esac
+BUDGET_MS=${BUDGET_MS:-$default_budget}
 LEVELS=${LEVELS:-0.5 1 2 3}
 DURATION=${DURATION:-15}
 PROTOCOL=${PROTOCOL:-http}
 
-RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto
+RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto-$TASK
 mkdir -p "$RESULTS"
 ensure_server "$RESULTS"
 
@@ -27,17 +33,17 @@ images=$(find "$TEST_IMAGES" -maxdepth 1 -iname '*.jpg' | sort | paste -sd, -)
 [[ -n $images ]] || { echo "auto.sh: no JPEGs in $TEST_IMAGES" >&2; exit 2; }
 models=$(curl -sf "$HTTP_URL/v1/models")
 pick() { "$PY" -c "import json, sys; m = json.loads(sys.argv[1])['models']; print($1)" "$models"; }
-variants=$(pick "','.join(x['name'] for x in m if x['task'] == 'classification')")
-FLAGSHIP=${FLAGSHIP:-$(pick "next(x['name'] for x in m if x['task'] == 'classification' and x['is_default'])")}
+variants=$(pick "','.join(x['name'] for x in m if x['task'] == '$kind')")
+FLAGSHIP=${FLAGSHIP:-$(pick "next(x['name'] for x in m if x['task'] == '$kind' and x['is_default'])")}
 # The goal on late answers holds while the load is within what the cheapest variant of the ladder can serve.
-CHEAPEST=$(pick "min((x for x in m if x['task'] == 'classification' and x.get('auto_rank') is not None), key=lambda x: x['multiply_adds'])['name']")
+CHEAPEST=$(pick "min((x for x in m if x['task'] == '$kind' and x.get('auto_rank') is not None), key=lambda x: x['multiply_adds'])['name']")
 
 # k6run NAME VAR=VALUE...: one k6 run, its summary in RESULTS/NAME.summary.json. Refusals and late answers are
 # what is measured here, not failures, so the thresholds are out of the way.
 k6run() {
   local name=$1
   shift
-  env "$@" TASK=classify PROTOCOL="$PROTOCOL" IMAGES="$images" HTTP_URL="$HTTP_URL" GRPC_ADDR="$GRPC_ADDR" \
+  env "$@" TASK="$TASK" PROTOCOL="$PROTOCOL" IMAGES="$images" HTTP_URL="$HTTP_URL" GRPC_ADDR="$GRPC_ADDR" \
     VARIANTS="$variants" BUDGET_MS="$BUDGET_MS" MAX_ERROR_RATE=1 P95_MS=1e9 P99_MS=1e9 \
     SUMMARY_FILE="$RESULTS/$name.summary.json" \
     "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/$name.k6.log" ||
@@ -66,7 +72,7 @@ done
   echo "# model=auto against the flagship: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); k6 runs on the same CPUs."
-  echo "Command: \`SCENARIO=auto BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
+  echo "Command: \`SCENARIO=auto TASK=$TASK BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
   echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s; cheapest variant \`$CHEAPEST\`, capacity $CHEAPEST_CAPACITY req/s" \
     "(8 closed-loop clients each); budget $BUDGET_MS ms (client-side time)."
   echo
