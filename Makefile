@@ -161,7 +161,7 @@ fuzz: venv tools
 	PY=$(PY) scripts/fuzz.sh
 
 # --- deployment: Dockerfile, docker-compose.yml, deploy/ (README "Deployment") ----------------------------------
-#   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests (seconds)
+#   make deploy-check   hadolint, compose schema, kubernetes-validate --strict on the rendered manifests, KServe (seconds)
 #   make docker-build   build the image mobilenet-serve:latest (model mirror staged into the build context)
 #   make docker-e2e     start dockerd, stand-in base images, build, run, classify over HTTP/gRPC, compose up, arm64
 #   make docker-e2e-arm64   the arm64 image: build, inspect, run under qemu, compare (after docker-e2e, engine up)
@@ -169,8 +169,8 @@ fuzz: venv tools
 #   make compose-profiles-check   compose profiles monitoring (Prometheus) and loadtest (k6) run for real
 .PHONY: deploy-check docker-build docker-e2e docker-e2e-arm64 arm64-check
 
-deploy-check:
-	scripts/deploy-check.sh
+deploy-check: $(OIP_VENV)/.stamp
+	OIP_VENV=$(OIP_VENV) scripts/deploy-check.sh
 
 # models/mirror/ is gitignored: the upstream artifacts and test images, for models/prepare.py inside the build.
 docker-build:

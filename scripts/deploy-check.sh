@@ -6,7 +6,9 @@
 #      (ServiceMonitor, a CRD it has no schema for, against deploy/k8s/schemas/servicemonitor-v1.json)
 #   4. every metric the dashboard, HPA and adapter rule name exists in server/src/metrics.rs; the Grafana dashboard
 #      JSON is generated from deploy/grafana/make_dashboard.py and up to date; the config YAML files parse
-# The checkers are pinned in deploy/requirements.txt and installed into the project venv.
+#   5. the KServe manifests (deploy/kserve) against the kserve SDK's API types, strict on unknown fields
+# The checkers are pinned in deploy/requirements.txt and installed into the project venv; the kserve SDK is the one
+# the OIP client tests pin, in their venv (.venv-oip, which `make deploy-check` makes first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -100,6 +102,16 @@ prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
 assert any(t.startswith("server:") for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"])
 print("  prometheus, adapter and grafana provisioning YAML parse")
 EOF
+
+# --- 5. KServe ----------------------------------------------------------------------------------------------------
+step "KServe ServingRuntime and InferenceService against the kserve SDK's types"
+OIP_PY="${OIP_VENV:-$PWD/.venv-oip}/bin/python"
+if [[ -x "$OIP_PY" ]]; then
+  "$OIP_PY" deploy/kserve/validate.py --self-test || fail "the KServe check's self-test"
+  "$OIP_PY" deploy/kserve/validate.py deploy/kserve/*.yaml || fail "KServe manifests"
+else
+  fail "no $OIP_PY: run \`make deploy-check\`, which makes the OIP clients' venv first"
+fi
 
 if ((failed)); then echo "deploy-check: FAILED" >&2; exit 1; fi
 echo "deploy-check: all passed"

@@ -3,7 +3,12 @@
 //! are batched, limited and recorded alike), and the answers turned into output tensors. The HTTP front end
 //! (`http::oip`) and the gRPC one (`grpc::oip`) only convert their wire forms to and from these.
 //!
-//! - **Input:** one `BYTES` tensor `image` of shape `[N]` or `[N, 1]`, each element an encoded JPEG, PNG or BMP.
+//! - **Input**, one of two:
+//!   - `image`: a `BYTES` tensor of shape `[N]` or `[N, 1]`, each element an encoded JPEG, PNG or BMP, which the
+//!     server decodes and prepares as the native API does;
+//!   - the model's own input tensor, as its `config.json` describes it (`input`, `UINT8` or `FP32`, `[N, H, W,
+//!     3]` or `[N, 3, H, W]`), already prepared: each row is batched with the native requests as is, and
+//!     boxes and masks are in its pixels.
 //! - **Outputs**, finished as the native API finishes them: classification `classification` (`BYTES`
 //!   `[N, k]`, `score:index:label` as Triton's classification extension gives); detection `boxes` (`FP32`
 //!   `[N, D, 4]`, pixels), `scores` (`FP32 [N, D]`), `classes` (`INT32 [N, D]`) and `num_detections`
@@ -19,11 +24,12 @@ use serde_json::{Value, json};
 
 use crate::{
     error::{Error, Result},
+    imaging::{InputData, Prepared},
     options::{self, RequestOptions},
     postprocess::finish::{Detection, Mask},
-    repository::Task,
+    repository::{InputDtype, InputSpec, Task},
     routing::Selector,
-    service::{InferRequest, Protocol, Service},
+    service::{InferRequest, Input, Protocol, Service},
 };
 
 /// The name of the one input every model takes here.
@@ -33,16 +39,44 @@ pub const VERSION: &str = "1";
 pub const SERVER_NAME: &str = "mobilenet-serve";
 pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
 
-/// The task of the loaded variant `name` (at `version`, if given): an unknown name or version is a 404.
-pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<Task> {
+/// A loaded variant, as the protocol sees it: its task and its input tensor.
+pub struct ModelRef {
+    pub task: Task,
+    pub input: InputSpec,
+}
+
+/// The loaded variant `name` (at `version`, if given): an unknown name or version is a 404.
+pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<ModelRef> {
     let router = service.router().ok_or(Error::NotReady)?;
     router
         .models()
         .iter()
         .find(|m| m.variant.config.name == name)
         .filter(|_| version.is_none_or(|v| v == VERSION))
-        .map(|m| m.variant.config.task)
+        .map(|m| ModelRef {
+            task: m.variant.config.task,
+            input: m.variant.config.input.clone(),
+        })
         .ok_or_else(|| Error::UnknownModel(name.to_string()))
+}
+
+/// The protocol's name of the model's input datatype.
+fn datatype(input: &InputSpec) -> &'static str {
+    match input.dtype {
+        InputDtype::Uint8 => "UINT8",
+        InputDtype::Float32 => "FP32",
+    }
+}
+
+/// The two inputs a model takes, for its metadata: name, datatype and shape (-1 where it varies).
+pub fn inputs_of(input: &InputSpec) -> [(String, &'static str, Vec<i64>); 2] {
+    let raw_shape = std::iter::once(-1)
+        .chain(input.row_shape().map(|d| d as i64))
+        .collect();
+    [
+        (IMAGE_INPUT.to_string(), "BYTES", vec![-1]),
+        (input.name.clone(), datatype(input), raw_shape),
+    ]
 }
 
 /// Each task's outputs: name, datatype and shape (-1 where it varies).
@@ -139,26 +173,145 @@ pub fn task_options(task: Task, body: &InferBody) -> Result<RequestOptions> {
     })
 }
 
-/// The number of images the one input holds, once its name, datatype and shape are checked.
-pub fn image_count(body: &InferBody) -> Result<usize> {
-    let [input] = body.inputs.as_slice() else {
+/// Which of the two inputs a request's one input is, and how many images it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// `count` encoded images.
+    Images(usize),
+    /// `rows` rows of the model's own input tensor.
+    Tensor(usize),
+}
+
+/// The request's one input, once its name, datatype and shape are checked against the model's `input`.
+pub fn input_kind(body: &InferBody, input: &InputSpec) -> Result<InputKind> {
+    let [given] = body.inputs.as_slice() else {
         return Err(bad(format!(
-            "one input is expected, {IMAGE_INPUT:?}, not {}",
+            "one input is expected, {IMAGE_INPUT:?} or {:?}, not {}",
+            input.name,
             body.inputs.len()
         )));
     };
-    if input.name != IMAGE_INPUT || input.datatype != "BYTES" {
+    if given.name == IMAGE_INPUT && given.datatype == "BYTES" {
+        return match given.shape.as_slice() {
+            [n] | [n, 1] if *n >= 1 => Ok(InputKind::Images(*n as usize)),
+            other => Err(bad(format!(
+                "the input's shape must be [N] or [N, 1] with N >= 1, not {other:?}"
+            ))),
+        };
+    }
+    let row = input.row_shape().map(|d| d as i64);
+    if given.name == input.name && given.datatype == datatype(input) {
+        return match given.shape.as_slice() {
+            [n, rest @ ..] if *n >= 1 && rest == row => Ok(InputKind::Tensor(*n as usize)),
+            other => Err(bad(format!(
+                "the input {:?} must have the shape [N, {}, {}, {}] with N >= 1, not {other:?}",
+                input.name, row[0], row[1], row[2]
+            ))),
+        };
+    }
+    Err(bad(format!(
+        "the input must be {IMAGE_INPUT:?} of datatype BYTES or {:?} of datatype {}, not {:?} of {}",
+        input.name,
+        datatype(input),
+        given.name,
+        given.datatype
+    )))
+}
+
+/// The values of a raw input tensor, before they are split into rows.
+pub enum TensorValues<'a> {
+    /// Little-endian, row major (the binary tensor extension, gRPC's raw contents).
+    Raw(&'a [u8]),
+    /// JSON numbers, flat or nested.
+    Json(&'a [Value]),
+    /// gRPC's typed contents.
+    F32(Vec<f32>),
+    U32(Vec<u32>),
+}
+
+/// `rows` batch rows of the model's input from `values`, each ready for the batcher: every value checked
+/// (a whole number within 0..=255 for `UINT8`, a finite number for `FP32`) and the count exactly `rows`
+/// rows.
+pub fn tensor_rows(values: TensorValues, rows: usize, input: &InputSpec) -> Result<Vec<Prepared>> {
+    let data = match (input.dtype, values) {
+        (InputDtype::Uint8, TensorValues::Raw(bytes)) => InputData::U8(bytes.to_vec()),
+        (InputDtype::Float32, TensorValues::Raw(bytes)) => {
+            if bytes.len() % 4 != 0 {
+                return Err(bad("FP32 data must be a whole number of 4-byte values"));
+            }
+            InputData::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )
+        }
+        (InputDtype::Uint8, TensorValues::U32(v)) => InputData::U8(
+            v.into_iter()
+                .map(|x| u8::try_from(x).map_err(|_| bad("UINT8 values must be within 0..=255")))
+                .collect::<Result<_>>()?,
+        ),
+        (InputDtype::Float32, TensorValues::F32(v)) => InputData::F32(v),
+        (InputDtype::Uint8, TensorValues::Json(values)) => InputData::U8(
+            flatten(values)
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|x| u8::try_from(x).ok())
+                        .ok_or_else(|| bad("UINT8 values must be whole numbers within 0..=255"))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        (InputDtype::Float32, TensorValues::Json(values)) => InputData::F32(
+            flatten(values)
+                .map(|v| {
+                    v.as_f64()
+                        .map(|x| x as f32)
+                        .ok_or_else(|| bad("FP32 values must be numbers"))
+                })
+                .collect::<Result<_>>()?,
+        ),
+        _ => {
+            return Err(bad(format!(
+                "the contents are not of the input's datatype {}",
+                datatype(input)
+            )));
+        }
+    };
+    if let InputData::F32(v) = &data
+        && v.iter().any(|x| !x.is_finite())
+    {
+        return Err(bad("FP32 values must be finite"));
+    }
+    let row = input.elements();
+    if data.len() != rows * row {
         return Err(bad(format!(
-            "the input must be {IMAGE_INPUT:?} of datatype BYTES, not {:?} of {}",
-            input.name, input.datatype
+            "the input's shape says {rows} rows of {row} values, its data holds {} values",
+            data.len()
         )));
     }
-    match input.shape.as_slice() {
-        [n] | [n, 1] if *n >= 1 => Ok(*n as usize),
-        other => Err(bad(format!(
-            "the input's shape must be [N] or [N, 1] with N >= 1, not {other:?}"
-        ))),
-    }
+    let prepared = |data| Prepared {
+        data,
+        width: input.width,
+        height: input.height,
+    };
+    Ok(match data {
+        InputData::U8(v) => v
+            .chunks_exact(row)
+            .map(|r| prepared(InputData::U8(r.to_vec())))
+            .collect(),
+        InputData::F32(v) => v
+            .chunks_exact(row)
+            .map(|r| prepared(InputData::F32(r.to_vec())))
+            .collect(),
+    })
+}
+
+/// The numbers of a JSON tensor, flat or nested in arrays (row major either way).
+fn flatten(values: &[Value]) -> Box<dyn Iterator<Item = &Value> + '_> {
+    Box::new(values.iter().flat_map(|v| match v {
+        Value::Array(inner) => flatten(inner),
+        other => Box::new(std::iter::once(other)),
+    }))
 }
 
 /// The elements of a `BYTES` tensor in raw form: each a 4-byte little-endian length and its bytes.
@@ -178,10 +331,10 @@ pub fn split_elements(mut data: Bytes) -> Result<Vec<Bytes>> {
     Ok(elements)
 }
 
-/// `images` if they are as many as the input's shape says.
-pub fn check_count(images: Vec<Bytes>, count: usize) -> Result<Vec<Bytes>> {
+/// `images` as the service's inputs, if they are as many as the input's shape says.
+pub fn check_count(images: Vec<Bytes>, count: usize) -> Result<Vec<Input>> {
     if images.len() == count {
-        Ok(images)
+        Ok(images.into_iter().map(Input::Image).collect())
     } else {
         Err(bad(format!(
             "the input's shape says {count} images, its data holds {}",
@@ -378,12 +531,12 @@ pub async fn run(
     task: Task,
     name: &str,
     options: RequestOptions,
-    images: Vec<Bytes>,
+    images: Vec<Input>,
     deadline: Option<std::time::Instant>,
     protocol: Protocol,
 ) -> Result<Vec<Tensor>> {
-    let request = |image: Bytes| InferRequest {
-        image,
+    let request = |input: Input| InferRequest {
+        input,
         selector: Selector {
             model: Some(name.to_string()),
             ..options.selector.clone()
@@ -451,22 +604,69 @@ mod tests {
         assert!(split_elements(Bytes::from_static(b"\x05\0\0")).is_err());
     }
 
+    /// A float NCHW input of 2x2: twelve values an image.
+    fn float_nchw() -> InputSpec {
+        InputSpec {
+            name: "pixels".into(),
+            layout: crate::repository::Layout::Nchw,
+            dtype: InputDtype::Float32,
+            height: 2,
+            width: 2,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            resize: crate::repository::ResizeMode::Stretch,
+        }
+    }
+
     #[test]
-    fn the_input_must_be_one_bytes_image_tensor() {
-        let ok = body(json!({"inputs": [{"name": "image", "shape": [2, 1], "datatype": "BYTES"}]}));
-        assert_eq!(image_count(&ok).unwrap(), 2);
+    fn the_input_is_one_bytes_image_tensor_or_the_models_own() {
+        let spec = float_nchw();
+        let images =
+            body(json!({"inputs": [{"name": "image", "shape": [2, 1], "datatype": "BYTES"}]}));
+        assert_eq!(input_kind(&images, &spec).unwrap(), InputKind::Images(2));
+        let raw = body(
+            json!({"inputs": [{"name": "pixels", "shape": [3, 3, 2, 2], "datatype": "FP32"}]}),
+        );
+        assert_eq!(input_kind(&raw, &spec).unwrap(), InputKind::Tensor(3));
         let cases = [
             json!({"inputs": []}),
             json!({"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES"}]}),
             json!({"inputs": [{"name": "image", "shape": [1], "datatype": "FP32"}]}),
             json!({"inputs": [{"name": "image", "shape": [0], "datatype": "BYTES"}]}),
             json!({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "BYTES"}]}),
+            json!({"inputs": [{"name": "pixels", "shape": [1, 2, 2, 3], "datatype": "FP32"}]}),
+            json!({"inputs": [{"name": "pixels", "shape": [0, 3, 2, 2], "datatype": "FP32"}]}),
+            json!({"inputs": [{"name": "pixels", "shape": [1, 3, 2, 2], "datatype": "UINT8"}]}),
         ];
         for case in cases {
-            let error = image_count(&body(case.clone())).unwrap_err();
+            let error = input_kind(&body(case.clone()), &spec).unwrap_err();
             assert!(matches!(error, Error::BadRequest(_)), "{case}: {error:?}");
         }
         assert!(check_count(vec![Bytes::new()], 2).is_err());
+    }
+
+    #[test]
+    fn raw_float_rows_are_checked_and_split() {
+        let spec = float_nchw();
+        let values: Vec<f32> = (0..24).map(|v| v as f32 / 2.0).collect();
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let rows = tensor_rows(TensorValues::Raw(&raw), 2, &spec).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].data, InputData::F32(values[12..].to_vec()));
+        assert_eq!((rows[0].width, rows[0].height), (2, 2));
+        let typed = tensor_rows(TensorValues::F32(values.clone()), 2, &spec).unwrap();
+        assert_eq!(typed[0].data, InputData::F32(values[..12].to_vec()));
+        let mut nan = values.clone();
+        nan[5] = f32::NAN;
+        for bad_values in [
+            TensorValues::F32(nan),
+            TensorValues::F32(values[..23].to_vec()),
+            TensorValues::Raw(&raw[..95]),
+            TensorValues::U32(vec![0; 24]),
+        ] {
+            let error = tensor_rows(bad_values, 2, &spec).err().unwrap();
+            assert!(matches!(error, Error::BadRequest(_)), "{error:?}");
+        }
     }
 
     #[test]

@@ -136,6 +136,22 @@ pub struct InputSpec {
     pub resize: ResizeMode,
 }
 
+impl InputSpec {
+    /// Values in one image's batch row: height x width x 3 channels.
+    pub fn elements(&self) -> usize {
+        self.height as usize * self.width as usize * 3
+    }
+
+    /// One image's shape in the tensor's layout, after the batch dimension.
+    pub fn row_shape(&self) -> [usize; 3] {
+        let (h, w) = (self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nhwc => [h, w, 3],
+            Layout::Nchw => [3, h, w],
+        }
+    }
+}
+
 fn default_mean() -> [f32; 3] {
     [0.0; 3]
 }

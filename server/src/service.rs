@@ -44,9 +44,19 @@ impl Protocol {
     }
 }
 
+/// What a request brings to run the model on.
+pub enum Input {
+    /// An encoded image (JPEG, PNG, BMP): the server decodes it and prepares the model's input from it.
+    Image(Bytes),
+    /// One batch row of the model's own input tensor, already prepared by the client (the Open Inference
+    /// Protocol's raw tensor input, checked against the model's input by [`crate::oip`]). It is batched
+    /// with the images; the "image" it stands for has the input's size.
+    Tensor(imaging::Prepared),
+}
+
 /// One inference request, transport-independent and already validated.
 pub struct InferRequest {
-    pub image: Bytes,
+    pub input: Input,
     pub selector: Selector,
     pub options: TaskOptions,
     /// Segmentation only: encode the mask as PNG instead of RLE.
@@ -377,32 +387,17 @@ impl Service {
         let permit = model.batcher.try_admit(request.deadline)?;
 
         let decode_start = Instant::now();
-        // The header alone, on the reactor: refuses what is over the limits before anything is allocated,
-        // then waits (within the deadline) for the image's decode memory wherever it will be decoded.
-        let inspection =
-            imaging::inspect(&request.image, &variant.config.input, &self.image_limits)?;
-        let reservation = self.decode_budget.reserve(inspection.memory_bytes).await?;
-        let encoded = Encoded {
-            bytes: request.image,
-            inspection,
-            reservation,
-        };
-        let payload = if model.knobs.decode_in_model_thread {
-            Payload::Encoded(encoded)
-        } else {
-            let spec_variant = variant.clone();
-            let predicted = self
-                .decode_cost()
-                .predict(encoded.inspection.header.pixels());
-            let pending = self.decode_backlog.add(predicted);
-            let prepared = self
-                .blocking(move || {
-                    let prepared = encoded.prepare(&spec_variant.config.input);
-                    drop(pending);
-                    prepared
-                })
-                .await?;
-            Payload::Prepared(prepared)
+        let (payload, is_image) = match request.input {
+            Input::Image(image) => (self.admit_image(&model, image).await?, true),
+            Input::Tensor(prepared) => {
+                if !prepared.data.fits(&variant.config.input) {
+                    return Err(Error::BadRequest(format!(
+                        "the input tensor does not fit {}'s input",
+                        variant.config.name
+                    )));
+                }
+                (Payload::Prepared(prepared), false)
+            }
         };
         let pool_decode = decode_start.elapsed();
 
@@ -443,8 +438,10 @@ impl Service {
             postprocess,
         };
         *phases = Some(p);
-        self.decode_cost()
-            .observe(u64::from(w) * u64::from(h), p.decode);
+        if is_image {
+            self.decode_cost()
+                .observe(u64::from(w) * u64::from(h), p.decode);
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(Answer {
             model: variant.config.name.clone(),
@@ -460,6 +457,36 @@ impl Service {
             },
             auto,
         })
+    }
+
+    /// An encoded image, ready to queue: its header checked against the limits on the reactor (before
+    /// anything is allocated), its decode memory reserved (waiting within the deadline), then prepared on the
+    /// decode pool, or left encoded for the model thread when the model's knobs say so.
+    async fn admit_image(&self, model: &Model, image: Bytes) -> Result<Payload> {
+        let spec = &model.variant.config.input;
+        let inspection = imaging::inspect(&image, spec, &self.image_limits)?;
+        let reservation = self.decode_budget.reserve(inspection.memory_bytes).await?;
+        let encoded = Encoded {
+            bytes: image,
+            inspection,
+            reservation,
+        };
+        if model.knobs.decode_in_model_thread {
+            return Ok(Payload::Encoded(encoded));
+        }
+        let variant = model.variant.clone();
+        let predicted = self
+            .decode_cost()
+            .predict(encoded.inspection.header.pixels());
+        let pending = self.decode_backlog.add(predicted);
+        let prepared = self
+            .blocking(move || {
+                let prepared = encoded.prepare(&variant.config.input);
+                drop(pending);
+                prepared
+            })
+            .await?;
+        Ok(Payload::Prepared(prepared))
     }
 
     /// `model=auto`: the best variant of the ladder whose predicted latency fits the budget (the request's
@@ -479,8 +506,12 @@ impl Service {
                 name: "latency_budget_ms",
                 reason: "model=auto needs a latency budget or a request deadline".into(),
             })?;
-        let header = imaging::header::parse(&request.image)?;
-        let decode = self.decode_cost().predict(header.pixels());
+        let decode = match &request.input {
+            Input::Image(image) => self
+                .decode_cost()
+                .predict(imaging::header::parse(image)?.pixels()),
+            Input::Tensor(_) => Duration::ZERO,
+        };
         let candidates = router.auto_candidates(task, &request.selector)?;
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();

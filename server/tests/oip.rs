@@ -1,5 +1,6 @@
 //! The Open Inference Protocol (KServe V2) over HTTP: health, metadata, and inference on encoded images in
-//! JSON (base64) and in Triton's binary tensor form, each answer equal to the native API's on the same image.
+//! JSON (base64) and in Triton's binary tensor form, and on the model's own input tensor, each answer equal
+//! to the native API's on the same image.
 mod common;
 
 use std::sync::OnceLock;
@@ -260,4 +261,80 @@ async fn errors_have_the_oip_form_and_the_native_statuses() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// `name` resized to `side` x `side` (any resize: what matters is that both forms carry the same pixels), as
+/// RGB8 pixels and as a PNG of them.
+fn model_sized(name: &str, side: u32) -> (Vec<u8>, Vec<u8>) {
+    let decoded = image::load_from_memory(&image(name)).unwrap().to_rgb8();
+    let resized =
+        image::imageops::resize(&decoded, side, side, image::imageops::FilterType::Triangle);
+    let mut png = Vec::new();
+    resized
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    (resized.into_raw(), png)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_input_tensor_answers_as_the_same_pixels_sent_as_an_image() {
+    let (_, metadata) = get(&format!("/v2/models/{CLASSIFIER}")).await;
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(
+        metadata["inputs"][1],
+        json!({"name": "input", "datatype": "UINT8", "shape": [-1, 96, 96, 3]}),
+        "{metadata}"
+    );
+    let (pixels, png) = model_sized("parrot.jpg", 96);
+    let r = reqwest::Client::new()
+        .post(server().url(&format!("/v1/classify?model={CLASSIFIER}&top_k=3")))
+        .multipart(form(png, "parrot.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let native: Value = r.json().await.unwrap();
+    let expected: Vec<String> = native["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{:.6}:{}:{}",
+                c["score"].as_f64().unwrap(),
+                c["index"],
+                c["label"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // Two rows of the same pixels, nested as [N, H, W, C] in JSON.
+    let row: Vec<Vec<Vec<u8>>> = pixels
+        .chunks(96 * 3)
+        .map(|line| line.chunks(3).map(<[u8]>::to_vec).collect())
+        .collect();
+    let request = json!({"inputs": [{"name": "input", "shape": [2, 96, 96, 3], "datatype": "UINT8",
+        "data": [row, row]}], "parameters": {"top_k": 3}});
+    let (status, answer) = infer_json(CLASSIFIER, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let classes = output(&answer, "classification");
+    let k = classes["shape"][1].as_u64().unwrap() as usize;
+    for i in 0..2 {
+        let ours: Vec<&str> = (0..k)
+            .map(|j| classes["data"][i * k + j].as_str().unwrap())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(ours, expected, "row {i}");
+    }
+    // Values the model's input cannot hold, and a shape that is not its input's.
+    let cases = [
+        json!({"inputs": [{"name": "input", "shape": [1, 96, 96, 3], "datatype": "UINT8", "data": [300]}]}),
+        json!({"inputs": [{"name": "input", "shape": [1, 96, 96, 3], "datatype": "FP32", "data": [0.5]}]}),
+        json!({"inputs": [{"name": "input", "shape": [1, 224, 224, 3], "datatype": "UINT8", "data": [0]}]}),
+        json!({"inputs": [{"name": "input", "shape": [1, 96, 96, 3], "datatype": "UINT8", "data": [0, 1]}]}),
+    ];
+    for request in cases {
+        let (status, body) = infer_json(CLASSIFIER, &request).await;
+        assert_eq!(status, 400, "{request}: {body}");
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
+    }
 }

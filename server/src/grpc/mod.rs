@@ -16,7 +16,7 @@ use crate::{
     postprocess::TaskOptions,
     postprocess::finish::Mask,
     repository::Task,
-    service::{self, Answer, InferRequest, Protocol, Service},
+    service::{self, Answer, InferRequest, Input, Protocol, Service},
 };
 
 pub mod head;
@@ -151,7 +151,7 @@ fn infer_request(
         service::record_refused(Some(task), Protocol::Grpc, error, start.elapsed());
     })?;
     Ok(InferRequest {
-        image,
+        input: Input::Image(image),
         selector: options.selector,
         options: options.task,
         png: options.png,

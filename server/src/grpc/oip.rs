@@ -1,8 +1,9 @@
 //! The Open Inference Protocol (KServe V2) over gRPC, `inference.GRPCInferenceService`, on the same port as
 //! our own service: health, metadata and inference. What the protocol means here is in [`crate::oip`]; this
 //! module converts its gRPC form. Images arrive as the `image` input's `bytes_contents`, or as its raw
-//! contents (each element a 4-byte length and its bytes, what tritonclient sends); outputs leave as raw
-//! contents, one entry per output, as Triton answers.
+//! contents (each element a 4-byte length and its bytes, what tritonclient sends); a raw input tensor as
+//! `uint_contents` / `fp32_contents` or raw contents; outputs leave as raw contents, one entry per output, as
+//! Triton answers.
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use mobilenet_proto::inference::{
@@ -14,8 +15,9 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::Error,
-    oip::{self, InferBody, InputTensor, RequestedOutput},
-    service::{self, Protocol, Service},
+    oip::{self, InferBody, InputKind, InputTensor, RequestedOutput, TensorValues},
+    repository::InputDtype,
+    service::{self, Input, Protocol, Service},
 };
 
 pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -99,13 +101,16 @@ impl GrpcInferenceService for OipService {
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let task = oip::model(&self.service, &r.name, version(&r.version))?;
+        let model = oip::model(&self.service, &r.name, version(&r.version))?;
         Ok(Response::new(pb::ModelMetadataResponse {
             name: r.name.clone(),
             versions: vec![oip::VERSION.into()],
             platform: oip::SERVER_NAME.into(),
-            inputs: vec![tensor_metadata(oip::IMAGE_INPUT, "BYTES", &[-1])],
-            outputs: oip::outputs_of(task)
+            inputs: oip::inputs_of(&model.input)
+                .iter()
+                .map(|(name, datatype, shape)| tensor_metadata(name, datatype, shape))
+                .collect(),
+            outputs: oip::outputs_of(model.task)
                 .iter()
                 .map(|(name, datatype, shape)| tensor_metadata(name, datatype, shape))
                 .collect(),
@@ -118,7 +123,7 @@ impl GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (start, deadline) = (Instant::now(), super::deadline(&request));
         let r = request.into_inner();
-        let task = oip::model(&self.service, &r.model_name, version(&r.model_version))
+        let model = oip::model(&self.service, &r.model_name, version(&r.model_version))
             .inspect_err(|error| {
                 service::record_refused(None, Protocol::Grpc, error, start.elapsed());
             })?;
@@ -146,25 +151,41 @@ impl GrpcInferenceService for OipService {
                     .collect()
             }),
         };
-        let images = (|| {
-            let options = oip::task_options(task, &body)?;
-            let count = oip::image_count(&body)?;
-            let images = match (
-                r.raw_input_contents.into_iter().next(),
-                r.inputs.into_iter().next(),
-            ) {
-                (Some(raw), _) => oip::split_elements(raw)?,
-                (None, Some(input)) => input.contents.map(|c| c.bytes_contents).unwrap_or_default(),
-                (None, None) => Vec::new(),
+        let inputs = (|| {
+            let options = oip::task_options(model.task, &body)?;
+            let kind = oip::input_kind(&body, &model.input)?;
+            let raw = r.raw_input_contents.into_iter().next();
+            let contents = r.inputs.into_iter().next().and_then(|i| i.contents);
+            let inputs = match kind {
+                InputKind::Images(count) => {
+                    let images = match (raw, contents) {
+                        (Some(raw), _) => oip::split_elements(raw)?,
+                        (None, Some(contents)) => contents.bytes_contents,
+                        (None, None) => Vec::new(),
+                    };
+                    oip::check_count(images, count)?
+                }
+                InputKind::Tensor(rows) => {
+                    let values = match (&raw, contents) {
+                        (Some(raw), _) => TensorValues::Raw(raw),
+                        (None, Some(contents)) => match model.input.dtype {
+                            InputDtype::Uint8 => TensorValues::U32(contents.uint_contents),
+                            InputDtype::Float32 => TensorValues::F32(contents.fp32_contents),
+                        },
+                        (None, None) => TensorValues::Raw(&[]),
+                    };
+                    let rows = oip::tensor_rows(values, rows, &model.input)?;
+                    rows.into_iter().map(Input::Tensor).collect()
+                }
             };
-            Ok::<_, Error>((options, oip::check_count(images, count)?))
+            Ok::<_, Error>((options, inputs))
         })();
-        let (options, images) = images.inspect_err(|error| {
-            service::record_refused(Some(task), Protocol::Grpc, error, start.elapsed());
+        let (options, images) = inputs.inspect_err(|error| {
+            service::record_refused(Some(model.task), Protocol::Grpc, error, start.elapsed());
         })?;
         let tensors = oip::run(
             &self.service,
-            task,
+            model.task,
             &r.model_name,
             options,
             images,

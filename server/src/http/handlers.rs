@@ -16,7 +16,7 @@ use crate::{
     model_info,
     postprocess::finish::{Mask, Segmentation},
     repository::Task,
-    service::{self, Answer, AutoRouting, InferRequest, Protocol, Timings},
+    service::{self, Answer, AutoRouting, InferRequest, Input, Protocol, Timings},
 };
 
 pub async fn classify(state: State<AppState>, query: RawQuery, request: Request) -> Response {
@@ -88,7 +88,7 @@ async fn infer_request(
         .await
         .map_err(refused)?;
     Ok(InferRequest {
-        image,
+        input: Input::Image(image),
         selector: options.selector,
         options: options.task,
         png: options.png,

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::{AppState, extract};
 use crate::{
     error::{Error, Result},
-    oip::{self, InferBody, Tensor, bad},
-    service::{self, Protocol},
+    oip::{self, InferBody, InputKind, ModelRef, Tensor, TensorValues, bad},
+    service::{self, Input, Protocol},
 };
 
 /// The header that says how long the JSON part of a binary request or answer is.
@@ -63,16 +63,21 @@ pub async fn model_metadata(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     let (name, version) = path_parts(&params);
-    let task = oip::model(&state.service, name, version)?;
-    let outputs: Vec<Value> = oip::outputs_of(task)
+    let model = oip::model(&state.service, name, version)?;
+    let tensor = |name: &str, datatype: &str, shape: &[i64]| json!({"name": name, "datatype": datatype, "shape": shape});
+    let inputs: Vec<Value> = oip::inputs_of(&model.input)
         .iter()
-        .map(|(name, datatype, shape)| json!({"name": name, "datatype": datatype, "shape": shape}))
+        .map(|(name, datatype, shape)| tensor(name, datatype, shape))
+        .collect();
+    let outputs: Vec<Value> = oip::outputs_of(model.task)
+        .iter()
+        .map(|(name, datatype, shape)| tensor(name, datatype, shape))
         .collect();
     Ok(Json(json!({
         "name": name,
         "versions": [oip::VERSION],
         "platform": oip::SERVER_NAME,
-        "inputs": [{"name": oip::IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "inputs": inputs,
         "outputs": outputs,
     })))
 }
@@ -104,22 +109,42 @@ fn split_body(headers: &axum::http::HeaderMap, body: &Bytes) -> Result<(Bytes, B
     Ok((body.slice(..length), body.slice(length..)))
 }
 
-/// The encoded images of the one `BYTES` input, from the binary data or from base64 JSON strings.
-fn images(body: &InferBody, mut binary: Bytes) -> Result<Vec<Bytes>> {
-    let count = oip::image_count(body)?;
+/// The service's inputs from the request's one input, in binary data after the JSON or in its `data`:
+/// encoded images (base64 strings in JSON), or rows of the model's own input tensor.
+fn inputs(body: &InferBody, mut binary: Bytes, model: &ModelRef) -> Result<Vec<Input>> {
+    let kind = oip::input_kind(body, &model.input)?;
     let input = &body.inputs[0];
-    let images = if let Some(size) = input.parameters.get("binary_data_size") {
-        let size = size
-            .as_u64()
-            .filter(|&s| s as usize <= binary.len())
-            .ok_or_else(|| bad("binary_data_size must be within the body"))?;
-        oip::split_elements(binary.split_to(size as usize))?
-    } else {
-        let data = input
+    let binary = match input.parameters.get("binary_data_size") {
+        Some(size) => {
+            let size = size
+                .as_u64()
+                .filter(|&s| s as usize <= binary.len())
+                .ok_or_else(|| bad("binary_data_size must be within the body"))?;
+            Some(binary.split_to(size as usize))
+        }
+        None => None,
+    };
+    let data = || {
+        input
             .data
-            .as_ref()
-            .ok_or_else(|| bad("the input has neither data nor binary_data_size"))?;
-        data.iter()
+            .as_deref()
+            .ok_or_else(|| bad("the input has neither data nor binary_data_size"))
+    };
+    let count = match kind {
+        InputKind::Images(count) => count,
+        InputKind::Tensor(rows) => {
+            let values = match &binary {
+                Some(raw) => TensorValues::Raw(raw),
+                None => TensorValues::Json(data()?),
+            };
+            let rows = oip::tensor_rows(values, rows, &model.input)?;
+            return Ok(rows.into_iter().map(Input::Tensor).collect());
+        }
+    };
+    let images = match binary {
+        Some(raw) => oip::split_elements(raw)?,
+        None => data()?
+            .iter()
             .flat_map(|v| match v {
                 Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
                 other => vec![other],
@@ -133,7 +158,7 @@ fn images(body: &InferBody, mut binary: Bytes) -> Result<Vec<Bytes>> {
                     .map(Bytes::from)
                     .map_err(|e| bad(format!("an image is not valid base64: {e}")))
             })
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<Vec<_>>>()?,
     };
     oip::check_count(images, count)
 }
@@ -145,8 +170,8 @@ pub async fn infer(
 ) -> Response {
     let start = std::time::Instant::now();
     let (name, version) = path_parts(&params);
-    let task = match oip::model(&state.service, name, version) {
-        Ok(task) => task,
+    let model = match oip::model(&state.service, name, version) {
+        Ok(model) => model,
         Err(error) => {
             service::record_refused(None, Protocol::Http, &error, start.elapsed());
             return error.into_response();
@@ -159,20 +184,20 @@ pub async fn infer(
         let (header, binary) = split_body(&headers, &body)?;
         let parsed: InferBody = serde_json::from_slice(&header)
             .map_err(|e| bad(format!("the inference request is not valid JSON: {e}")))?;
-        let options = oip::task_options(task, &parsed)?;
-        let images = images(&parsed, binary)?;
+        let options = oip::task_options(model.task, &parsed)?;
+        let images = inputs(&parsed, binary, &model)?;
         Ok::<_, Error>((parsed, options, images, deadline))
     };
     let (parsed, options, images, deadline) = match parsed.await {
         Ok(parts) => parts,
         Err(error) => {
-            service::record_refused(Some(task), Protocol::Http, &error, start.elapsed());
+            service::record_refused(Some(model.task), Protocol::Http, &error, start.elapsed());
             return error.into_response();
         }
     };
     let run = oip::run(
         &state.service,
-        task,
+        model.task,
         name,
         options,
         images,
@@ -225,9 +250,50 @@ fn respond(model: &str, request: &InferBody, tensors: &[Tensor]) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        imaging::InputData,
+        repository::{InputDtype, InputSpec, Layout, ResizeMode, Task},
+    };
 
     fn body(json: Value) -> InferBody {
         serde_json::from_value(json).unwrap()
+    }
+
+    /// A classifier whose input is 1x2 uint8 NHWC: six values an image.
+    fn model() -> ModelRef {
+        ModelRef {
+            task: Task::Classification,
+            input: InputSpec {
+                name: "input".into(),
+                layout: Layout::Nhwc,
+                dtype: InputDtype::Uint8,
+                height: 1,
+                width: 2,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+                resize: ResizeMode::Stretch,
+            },
+        }
+    }
+
+    fn images(request: &InferBody, binary: Bytes) -> Result<Vec<Bytes>> {
+        Ok(inputs(request, binary, &model())?
+            .into_iter()
+            .map(|input| match input {
+                Input::Image(bytes) => bytes,
+                Input::Tensor(_) => panic!("an image was expected"),
+            })
+            .collect())
+    }
+
+    fn rows(request: &InferBody, binary: Bytes) -> Result<Vec<InputData>> {
+        Ok(inputs(request, binary, &model())?
+            .into_iter()
+            .map(|input| match input {
+                Input::Tensor(prepared) => prepared.data,
+                Input::Image(_) => panic!("a tensor was expected"),
+            })
+            .collect())
     }
 
     #[test]
@@ -255,6 +321,30 @@ mod tests {
     }
 
     #[test]
+    fn raw_tensors_split_into_rows_from_binary_or_json() {
+        let binary = body(
+            json!({"inputs": [{"name": "input", "shape": [2, 1, 2, 3], "datatype": "UINT8",
+            "parameters": {"binary_data_size": 12}}]}),
+        );
+        let got = rows(&binary, Bytes::from((0u8..13).collect::<Vec<_>>())).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                InputData::U8(vec![0, 1, 2, 3, 4, 5]),
+                InputData::U8(vec![6, 7, 8, 9, 10, 11])
+            ]
+        );
+        let nested = body(
+            json!({"inputs": [{"name": "input", "shape": [1, 1, 2, 3], "datatype": "UINT8",
+            "data": [[[1, 2, 3], [4, 5, 255]]]}]}),
+        );
+        assert_eq!(
+            rows(&nested, Bytes::new()).unwrap(),
+            vec![InputData::U8(vec![1, 2, 3, 4, 5, 255])]
+        );
+    }
+
+    #[test]
     fn bad_data_is_refused_with_a_reason() {
         let cases = [
             json!({"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["AA=="]}]}),
@@ -263,9 +353,26 @@ mod tests {
             json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}),
             json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                 "parameters": {"binary_data_size": 30}}]}),
+            // Raw tensors: a value out of UINT8's range, too few values, another datatype, another shape.
+            json!({"inputs": [{"name": "input", "shape": [1, 1, 2, 3], "datatype": "UINT8",
+                "data": [1, 2, 3, 4, 5, 256]}]}),
+            json!({"inputs": [{"name": "input", "shape": [1, 1, 2, 3], "datatype": "UINT8",
+                "data": [1, 2, 3, 4, 5]}]}),
+            json!({"inputs": [{"name": "input", "shape": [1, 1, 2, 3], "datatype": "FP32",
+                "data": [1, 2, 3, 4, 5, 6]}]}),
+            json!({"inputs": [{"name": "input", "shape": [1, 2, 1, 3], "datatype": "UINT8",
+                "data": [1, 2, 3, 4, 5, 6]}]}),
+            json!({"inputs": [{"name": "input", "shape": [1, 1, 2, 3], "datatype": "UINT8",
+                "parameters": {"binary_data_size": 3}}]}),
         ];
         for case in cases {
-            let error = images(&body(case.clone()), Bytes::from_static(b"\x05\0\0")).unwrap_err();
+            let error = inputs(
+                &body(case.clone()),
+                Bytes::from_static(b"\x05\0\0"),
+                &model(),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{case} was accepted"));
             assert!(matches!(error, Error::BadRequest(_)), "{case}: {error:?}");
         }
     }

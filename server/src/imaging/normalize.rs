@@ -21,6 +21,15 @@ impl InputData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether it is one batch row of `spec`'s tensor: its dtype, and height x width x 3 values.
+    pub fn fits(&self, spec: &InputSpec) -> bool {
+        let dtype = match self {
+            InputData::U8(_) => InputDtype::Uint8,
+            InputData::F32(_) => InputDtype::Float32,
+        };
+        dtype == spec.dtype && self.len() == spec.elements()
+    }
 }
 
 /// Converts a resized image (already at `spec.width` x `spec.height`) into tensor data. The uint8 NHWC case,

@@ -1,5 +1,6 @@
 """The server every third-party client test talks to, started once for the session, and the native API's
 answers they are compared with."""
+import io
 import json
 import os
 import pathlib
@@ -8,7 +9,9 @@ import subprocess
 import time
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CLASSIFIER = "mobilenet_v2_1.0_96"
@@ -62,11 +65,23 @@ def server():
         process.wait(timeout=30)
 
 
-def native(server, path, name):
+def native(server, path, name, data=None):
+    """The native API's answer for the image `name` (or for `data`, sent under that file name)."""
+    data = image(name) if data is None else data
     boundary = "mobilenet-serve-test"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode() + image(name) + f"\r\n--{boundary}--\r\n".encode()
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(f"{server['http']}{path}", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=30) as r:
         return json.load(r)
+
+
+def model_sized(name, side):
+    """The image `name` resized to the model's side: its RGB8 pixels (H, W, 3) and a PNG of the same pixels, so
+    that a raw input tensor and an encoded image carry exactly the same model input."""
+    with Image.open(io.BytesIO(image(name))) as opened:
+        resized = opened.convert("RGB").resize((side, side), Image.BILINEAR)
+    png = io.BytesIO()
+    resized.save(png, format="PNG")
+    return np.asarray(resized, dtype=np.uint8), png.getvalue()

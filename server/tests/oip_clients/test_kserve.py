@@ -1,12 +1,12 @@
 """The Open Inference Protocol through KServe's own Python SDK (`kserve` from PyPI), over REST and gRPC: health
-and inference on an encoded image, equal to the native API's answer."""
+and inference on an encoded image and on a raw input tensor, equal to the native API's answer."""
 import asyncio
 
 import numpy as np
 import pytest
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from conftest import CLASSIFIER, DETECTOR, image, native
+from conftest import CLASSIFIER, DETECTOR, image, model_sized, native
 
 
 def image_request(model, name, **parameters):
@@ -14,6 +14,14 @@ def image_request(model, name, **parameters):
     (in JSON or `bytes_contents` the SDK would try to encode a JPEG as UTF-8 text)."""
     data = InferInput(name="image", shape=[1], datatype="BYTES")
     data.set_data_from_numpy(np.array([image(name)], dtype=np.object_), binary_data=True)
+    return InferRequest(model_name=model, infer_inputs=[data], parameters=parameters or None)
+
+
+def tensor_request(model, pixels, **parameters):
+    """The model's own input tensor, UINT8 [1, H, W, 3], in the SDK's default form (JSON numbers over REST,
+    typed contents over gRPC)."""
+    data = InferInput(name="input", shape=[1, *pixels.shape], datatype="UINT8")
+    data.set_data_from_numpy(pixels[np.newaxis])
     return InferRequest(model_name=model, infer_inputs=[data], parameters=parameters or None)
 
 
@@ -25,21 +33,20 @@ def run(coroutine):
 def call(request, server):
     """A function that sends an InferRequest over REST or gRPC and returns the answer's outputs by name."""
     if request.param == "rest":
-        async def infer(model, name, **parameters):
+        async def infer(model, request):
             client = InferenceRESTClient(RESTConfig(protocol="v2"))
             assert await client.is_server_ready(server["http"])
             assert await client.is_model_ready(server["http"], model)
-            answer = await client.infer(server["http"], image_request(model, name, **parameters),
-                                        model_name=model)
+            answer = await client.infer(server["http"], request, model_name=model)
             return {o.name: o.as_numpy() for o in answer.outputs}
     else:
-        async def infer(model, name, **parameters):
+        async def infer(model, request):
             client = InferenceGRPCClient(server["oip_grpc"])
             assert await client.is_server_ready()
             assert await client.is_model_ready(model)
-            answer = await client.infer(image_request(model, name, **parameters))
+            answer = await client.infer(request)
             return {o.name: o.as_numpy() for o in answer.outputs}
-    return lambda *args, **kwargs: run(infer(*args, **kwargs))
+    return lambda model, request: run(infer(model, request))
 
 
 def as_text(value):
@@ -48,7 +55,7 @@ def as_text(value):
 
 def test_classification_equals_the_native_top_k(call, server):
     name = "parrot.jpg"
-    outputs = call(CLASSIFIER, name, top_k=3)
+    outputs = call(CLASSIFIER, image_request(CLASSIFIER, name, top_k=3))
     expected = native(server, f"/v1/classify?model={CLASSIFIER}&top_k=3", name)["classes"]
     assert [as_text(v) for v in outputs["classification"][0]] == \
         [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]
@@ -56,8 +63,16 @@ def test_classification_equals_the_native_top_k(call, server):
 
 def test_detection_equals_the_native_detections(call, server):
     name = "cats_and_dogs.jpg"
-    outputs = call(DETECTOR, name)
+    outputs = call(DETECTOR, image_request(DETECTOR, name))
     expected = native(server, f"/v1/detect?model={DETECTOR}", name)["detections"]
     count = int(outputs["num_detections"][0])
     assert count == len(expected) > 0
     assert list(outputs["classes"][0][:count]) == [d["class_index"] for d in expected]
+
+
+def test_a_raw_tensor_answers_as_the_same_pixels_sent_as_an_image(call, server):
+    pixels, png = model_sized("parrot.jpg", 96)
+    outputs = call(CLASSIFIER, tensor_request(CLASSIFIER, pixels, top_k=3))
+    expected = native(server, f"/v1/classify?model={CLASSIFIER}&top_k=3", "parrot.png", png)["classes"]
+    assert [as_text(v) for v in outputs["classification"][0]] == \
+        [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]

@@ -10,7 +10,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from conftest import CLASSIFIER, DETECTOR, SEGMENTER, image, native
+from conftest import CLASSIFIER, DETECTOR, SEGMENTER, image, model_sized, native
 
 
 @pytest.fixture(scope="module", params=["http", "grpc"])
@@ -42,6 +42,8 @@ def test_health_and_metadata(triton):
     meta = client.get_model_metadata(DETECTOR, as_json=True) if module is triton_grpc else \
         client.get_model_metadata(DETECTOR)
     assert meta["inputs"][0]["name"] == "image"
+    raw = meta["inputs"][1]  # protobuf's JSON gives int64 as strings
+    assert (raw["name"], raw["datatype"], [int(d) for d in raw["shape"]]) == ("input", "UINT8", [-1, 256, 256, 3])
     assert {o["name"] for o in meta["outputs"]} == {"boxes", "scores", "classes", "num_detections"}
     with pytest.raises(InferenceServerException):
         client.get_model_metadata("no_such_model")
@@ -83,6 +85,34 @@ def test_segmentation_class_map_equals_the_native_mask(triton, server):
     assert class_map.shape == (1, mask["height"], mask["width"])
     expected = np.repeat(np.array(mask["values"], dtype=np.uint8), mask["lengths"])
     np.testing.assert_array_equal(class_map.reshape(-1), expected)
+
+
+def test_a_raw_uint8_tensor_answers_as_the_same_pixels_sent_as_an_image(triton, server):
+    module, client = triton
+    pixels, png = model_sized("parrot.jpg", 96)
+    data = module.InferInput("input", [1, 96, 96, 3], "UINT8")
+    data.set_data_from_numpy(pixels[np.newaxis])
+    result = client.infer(CLASSIFIER, [data], outputs=[requested(module, "classification", class_count=3)])
+    expected = native(server, f"/v1/classify?model={CLASSIFIER}&top_k=3", "parrot.png", png)["classes"]
+    assert [c.decode() for c in result.as_numpy("classification")[0] if c] == \
+        [f"{c['score']:.6f}:{c['index']}:{c['label']}" for c in expected]
+
+
+def test_a_raw_fp32_tensor_segments_as_the_same_pixels_sent_as_an_image(triton, server):
+    # The 257 segmenter takes float32 (pixel - 127.5) / 127.5.
+    module, client = triton
+    pixels, png = model_sized("segmentation_input_rotation0.jpg", 257)
+    data = module.InferInput("input", [1, 257, 257, 3], "FP32")
+    data.set_data_from_numpy(((pixels.astype(np.float32) - 127.5) / 127.5)[np.newaxis])
+    result = client.infer(SEGMENTER, [data], outputs=[requested(module, "class_map")])
+    class_map = result.as_numpy("class_map")
+    mask = native(server, f"/v1/segment?model={SEGMENTER}", "segment.png", png)["mask"]
+    assert class_map.shape == (1, 257, 257) == (1, mask["height"], mask["width"])
+    expected = np.repeat(np.array(mask["values"], dtype=np.uint8), mask["lengths"])
+    # The client's float arithmetic may differ from the server's in the last bit; an argmax may flip where two
+    # classes tie, nowhere else.
+    assert np.mean(class_map.reshape(-1) == expected) > 0.999
+    assert len(np.unique(expected)) > 1
 
 
 def test_a_bad_image_is_a_client_error(triton):
