@@ -41,11 +41,11 @@ venv: $(VENV)/.stamp
 
 # Third-party Open Inference Protocol clients (tritonclient) in a venv of their own: their pins conflict with
 # TensorFlow's in the main one.
-OIP_VENV := $(ROOT)/.venv-oip
-OIP_CLIENTS := server/tests/oip_clients
-$(OIP_VENV)/.stamp: $(OIP_CLIENTS)/requirements.txt $(OIP_CLIENTS)/constraints.txt
-	python3 -m venv $(OIP_VENV)
-	$(OIP_VENV)/bin/python -m pip install --quiet -r $(OIP_CLIENTS)/requirements.txt -c $(OIP_CLIENTS)/constraints.txt
+CLIENTS_VENV := $(ROOT)/.venv-clients
+CLIENTS := server/tests/clients
+$(CLIENTS_VENV)/.stamp: $(CLIENTS)/requirements.txt $(CLIENTS)/constraints.txt
+	python3 -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r $(CLIENTS)/requirements.txt -c $(CLIENTS)/constraints.txt
 	touch $@
 
 # cmake and nasm for the vendored libjpeg-turbo, from apt when missing (scripts/build-tools.sh).
@@ -69,15 +69,15 @@ run: models build
 
 # The health tests' faulty graph is written by its script, not tracked (no model files in git); so are the
 # fidelity test's reference pixels (Pillow's pre-processing of every test image).
-test: models-test tools $(OIP_VENV)/.stamp
+test: models-test tools $(CLIENTS_VENV)/.stamp
 	$(PY) server/tests/data/faulty_model.py
 	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 	cargo build --release -p mobilenet-serve
 	# One process per client library: tritonclient and kserve each register the protocol's messages under the same
 	# protobuf names, which one process cannot hold twice.
-	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)/test_tritonclient.py
-	ORT_DYLIB_PATH=$(ORT_DYLIB) $(OIP_VENV)/bin/python -m pytest -q $(OIP_CLIENTS)/test_kserve.py
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CLIENTS_VENV)/bin/python -m pytest -q $(CLIENTS)/test_tritonclient.py
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CLIENTS_VENV)/bin/python -m pytest -q $(CLIENTS)/test_kserve.py
 
 # --- client, load test and benchmark --------------------------------------------------------------------------
 .PHONY: client-test loadtest bench memory decode-bench tradeoff
@@ -169,8 +169,8 @@ fuzz: venv tools
 #   make compose-profiles-check   compose profiles monitoring (Prometheus) and loadtest (k6) run for real
 .PHONY: deploy-check docker-build docker-e2e docker-e2e-arm64 arm64-check
 
-deploy-check: $(OIP_VENV)/.stamp
-	OIP_VENV=$(OIP_VENV) scripts/deploy-check.sh
+deploy-check: $(CLIENTS_VENV)/.stamp
+	CLIENTS_VENV=$(CLIENTS_VENV) scripts/deploy-check.sh
 
 # models/mirror/ is gitignored: the upstream artifacts and test images, for models/prepare.py inside the build.
 docker-build:

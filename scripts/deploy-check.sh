@@ -8,7 +8,7 @@
 #      JSON is generated from deploy/grafana/make_dashboard.py and up to date; the config YAML files parse
 #   5. the KServe manifests (deploy/kserve) against the kserve SDK's API types, strict on unknown fields
 # The checkers are pinned in deploy/requirements.txt and installed into the project venv; the kserve SDK is the one
-# the OIP client tests pin, in their venv (.venv-oip, which `make deploy-check` makes first).
+# the OIP client tests pin, in their venv (.venv-clients, which `make deploy-check` makes first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,12 +105,12 @@ EOF
 
 # --- 5. KServe ----------------------------------------------------------------------------------------------------
 step "KServe ServingRuntime and InferenceService against the kserve SDK's types"
-OIP_PY="${OIP_VENV:-$PWD/.venv-oip}/bin/python"
-if [[ -x "$OIP_PY" ]]; then
-  "$OIP_PY" deploy/kserve/validate.py --self-test || fail "the KServe check's self-test"
-  "$OIP_PY" deploy/kserve/validate.py deploy/kserve/*.yaml || fail "KServe manifests"
+CLIENTS_PY="${CLIENTS_VENV:-$PWD/.venv-clients}/bin/python"
+if [[ -x "$CLIENTS_PY" ]]; then
+  "$CLIENTS_PY" deploy/kserve/validate.py --self-test || fail "the KServe check's self-test"
+  "$CLIENTS_PY" deploy/kserve/validate.py deploy/kserve/*.yaml || fail "KServe manifests"
 else
-  fail "no $OIP_PY: run \`make deploy-check\`, which makes the OIP clients' venv first"
+  fail "no $CLIENTS_PY: run \`make deploy-check\`, which makes the OIP clients' venv first"
 fi
 
 if ((failed)); then echo "deploy-check: FAILED" >&2; exit 1; fi

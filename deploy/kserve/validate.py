@@ -1,6 +1,6 @@
 """Offline check of the KServe manifests against KServe's own API types, strict on unknown fields.
 
-The types are those of the `kserve` SDK from PyPI (server/tests/oip_clients/requirements.txt pins the version):
+The types are those of the `kserve` SDK from PyPI (server/tests/clients/requirements.txt pins the version):
 its models are generated from KServe's OpenAPI definitions of the CRDs (`openapi_types`, `attribute_map`), and
 the Kubernetes types inside them (containers, probes, resources) from the `kubernetes` client's. Every field of
 a manifest must be a field of its type, of the right kind (object, list, map, string, number, boolean), all the

@@ -307,7 +307,13 @@ async fn probe(model: Arc<Model>) {
     let deadline = Instant::now() + model.health.policy().probe_every;
     let answer = model
         .batcher
-        .submit(permit, Payload::Prepared(image), options, Some(deadline))
+        .submit(
+            permit,
+            Payload::Prepared(image),
+            options,
+            Some(deadline),
+            false,
+        )
         .await;
     let outcome = match &answer {
         Ok(_) => "ok",

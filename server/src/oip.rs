@@ -14,6 +14,9 @@
 //!   `[N, D, 4]`, pixels), `scores` (`FP32 [N, D]`), `classes` (`INT32 [N, D]`) and `num_detections`
 //!   (`INT32 [N]`), rows past an image's count padded with zeros and class -1; segmentation `class_map`
 //!   (`UINT8 [N, H, W]`, the images all of one size).
+//! - **The model's own outputs**, asked for by name with `raw_` before it (`raw_scores`, `raw_logits`, ...;
+//!   the model's metadata lists them): `[N, ...]` as the model gives them, copied out of the batch only when
+//!   a request names one.
 //! - **Options** as request `parameters`: `top_k`, `score_threshold`, `iou_threshold`, `max_detections`; an
 //!   output's `classification` parameter sets `top_k` as in Triton.
 use std::collections::HashMap;
@@ -26,7 +29,10 @@ use crate::{
     error::{Error, Result},
     imaging::{InputData, Prepared},
     options::{self, RequestOptions},
-    postprocess::finish::{Detection, Mask},
+    postprocess::{
+        RAW_PREFIX, RawData, RawTensor,
+        finish::{Detection, Mask},
+    },
     repository::{InputDtype, InputSpec, Task},
     routing::Selector,
     service::{InferRequest, Input, Protocol, Service},
@@ -39,10 +45,12 @@ pub const VERSION: &str = "1";
 pub const SERVER_NAME: &str = "mobilenet-serve";
 pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
 
-/// A loaded variant, as the protocol sees it: its task and its input tensor.
+/// A loaded variant, as the protocol sees it: its task, its input tensor, and its own outputs (name, datatype,
+/// shape without the batch dimension), which a request may ask for by name.
 pub struct ModelRef {
     pub task: Task,
     pub input: InputSpec,
+    pub raw_outputs: Vec<(String, &'static str, Vec<usize>)>,
 }
 
 /// The loaded variant `name` (at `version`, if given): an unknown name or version is a 404.
@@ -56,6 +64,7 @@ pub fn model(service: &Service, name: &str, version: Option<&str>) -> Result<Mod
         .map(|m| ModelRef {
             task: m.variant.config.task,
             input: m.variant.config.input.clone(),
+            raw_outputs: m.variant.raw_outputs.get().cloned().unwrap_or_default(),
         })
         .ok_or_else(|| Error::UnknownModel(name.to_string()))
 }
@@ -79,8 +88,62 @@ pub fn inputs_of(input: &InputSpec) -> [(String, &'static str, Vec<i64>); 2] {
     ]
 }
 
-/// Each task's outputs: name, datatype and shape (-1 where it varies).
-pub fn outputs_of(task: Task) -> &'static [(&'static str, &'static str, &'static [i64])] {
+/// Every output a model gives, for its metadata: the task's finished outputs ([`finished_outputs`]), then the
+/// model's own (`raw_...`), each as name, datatype and shape (-1 where it varies).
+pub fn outputs_of(model: &ModelRef) -> Vec<(String, &'static str, Vec<i64>)> {
+    let finished = finished_outputs(model.task)
+        .iter()
+        .map(|(name, datatype, shape)| (name.to_string(), *datatype, shape.to_vec()));
+    let raw = model.raw_outputs.iter().map(|(name, datatype, shape)| {
+        let shape = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64));
+        (name.clone(), *datatype, shape.collect())
+    });
+    finished.chain(raw).collect()
+}
+
+/// Bytes per element of a numeric datatype of the protocol.
+fn element_bytes(datatype: &str) -> usize {
+    match datatype {
+        "UINT8" | "INT8" | "BOOL" => 1,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => 4,
+    }
+}
+
+/// Most bytes of the model's own outputs one answer may carry. The 513 segmenter's logits are 22 MB an image,
+/// so a request for them holds two images; a classifier's scores are 4 KB.
+pub const MAX_RAW_OUTPUT_BYTES: usize = 64 << 20;
+
+/// Whether the request names one of the model's own outputs, which are then copied out of the batch for each
+/// of its `images`; refused when they would take more than [`MAX_RAW_OUTPUT_BYTES`].
+pub fn wants_raw(body: &InferBody, model: &ModelRef, images: usize) -> Result<bool> {
+    let wanted = body
+        .outputs
+        .iter()
+        .flatten()
+        .any(|o| o.name.starts_with(RAW_PREFIX));
+    if !wanted {
+        return Ok(false);
+    }
+    let per_image: usize = model
+        .raw_outputs
+        .iter()
+        .map(|(_, datatype, shape)| shape.iter().product::<usize>() * element_bytes(datatype))
+        .sum();
+    let bytes = per_image.saturating_mul(images);
+    if bytes > MAX_RAW_OUTPUT_BYTES {
+        return Err(bad(format!(
+            "the model's own outputs of {images} images take {} MB, over the {} MB one answer may carry: \
+             send fewer images per request",
+            bytes >> 20,
+            MAX_RAW_OUTPUT_BYTES >> 20
+        )));
+    }
+    Ok(true)
+}
+
+/// Each task's finished outputs: name, datatype and shape (-1 where it varies).
+pub fn finished_outputs(task: Task) -> &'static [(&'static str, &'static str, &'static [i64])] {
     match task {
         Task::Classification => &[("classification", "BYTES", &[-1, -1])],
         Task::Detection => &[
@@ -368,7 +431,7 @@ pub fn select<'t>(request: &InferBody, tensors: &'t [Tensor]) -> Result<Vec<(&'t
                 .find(|t| t.name == o.name)
                 .map(|t| (t, binary))
                 .ok_or_else(|| {
-                    let names: Vec<&str> = tensors.iter().map(|t| t.name).collect();
+                    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
                     bad(format!(
                         "unknown output {:?}; this model gives {}",
                         o.name,
@@ -381,7 +444,7 @@ pub fn select<'t>(request: &InferBody, tensors: &'t [Tensor]) -> Result<Vec<(&'t
 
 /// One output tensor of the answer.
 pub struct Tensor {
-    pub name: &'static str,
+    pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
     pub data: TensorData,
@@ -389,6 +452,7 @@ pub struct Tensor {
 
 pub enum TensorData {
     F32(Vec<f32>),
+    I64(Vec<i64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
     Bytes(Vec<String>),
@@ -398,6 +462,7 @@ impl TensorData {
     pub fn json(&self) -> Value {
         match self {
             TensorData::F32(v) => json!(v),
+            TensorData::I64(v) => json!(v),
             TensorData::I32(v) => json!(v),
             TensorData::U8(v) => json!(v),
             TensorData::Bytes(v) => json!(v),
@@ -408,6 +473,7 @@ impl TensorData {
     pub fn binary(&self) -> Vec<u8> {
         match self {
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::U8(v) => v.clone(),
             TensorData::Bytes(v) => v
@@ -432,7 +498,7 @@ fn classification(answers: &[Vec<crate::postprocess::Class>]) -> Vec<Tensor> {
         data.extend(std::iter::repeat_n(String::new(), k - classes.len()));
     }
     vec![Tensor {
-        name: "classification",
+        name: "classification".into(),
         datatype: "BYTES",
         shape: vec![answers.len(), k],
         data: TensorData::Bytes(data),
@@ -462,25 +528,25 @@ fn detection(answers: &[Vec<Detection>]) -> Vec<Tensor> {
     let counts = answers.iter().map(|a| a.len() as i32).collect();
     vec![
         Tensor {
-            name: "boxes",
+            name: "boxes".into(),
             datatype: "FP32",
             shape: vec![n, d, 4],
             data: TensorData::F32(boxes),
         },
         Tensor {
-            name: "scores",
+            name: "scores".into(),
             datatype: "FP32",
             shape: vec![n, d],
             data: TensorData::F32(scores),
         },
         Tensor {
-            name: "classes",
+            name: "classes".into(),
             datatype: "INT32",
             shape: vec![n, d],
             data: TensorData::I32(classes),
         },
         Tensor {
-            name: "num_detections",
+            name: "num_detections".into(),
             datatype: "INT32",
             shape: vec![n],
             data: TensorData::I32(counts),
@@ -499,7 +565,7 @@ fn segmentation(maps: Vec<(u32, u32, Vec<u8>)>) -> Result<Vec<Tensor>> {
     let n = maps.len();
     let data = maps.into_iter().flat_map(|(_, _, m)| m).collect();
     Ok(vec![Tensor {
-        name: "class_map",
+        name: "class_map".into(),
         datatype: "UINT8",
         shape: vec![n, h as usize, w as usize],
         data: TensorData::U8(data),
@@ -524,60 +590,107 @@ fn expand(mask: &Mask) -> Result<(u32, u32, Vec<u8>)> {
     Ok((*width, *height, map))
 }
 
+/// What an inference request asks of [`run`], besides its images.
+pub struct Call<'a> {
+    pub model: &'a str,
+    pub task: Task,
+    pub options: RequestOptions,
+    pub deadline: Option<std::time::Instant>,
+    pub protocol: Protocol,
+    /// Whether the model's own outputs are asked for too ([`wants_raw`]).
+    pub raw_outputs: bool,
+}
+
 /// Runs every image of the request through the service (its batcher batches them together) and builds the
-/// task's output tensors.
-pub async fn run(
-    service: &Service,
-    task: Task,
-    name: &str,
-    options: RequestOptions,
-    images: Vec<Input>,
-    deadline: Option<std::time::Instant>,
-    protocol: Protocol,
-) -> Result<Vec<Tensor>> {
+/// task's output tensors, then the model's own when they were asked for.
+pub async fn run(service: &Service, call: Call<'_>, images: Vec<Input>) -> Result<Vec<Tensor>> {
     let request = |input: Input| InferRequest {
         input,
         selector: Selector {
-            model: Some(name.to_string()),
-            ..options.selector.clone()
+            model: Some(call.model.to_string()),
+            ..call.options.selector.clone()
         },
-        options: options.task,
+        options: call.options.task,
         png: false,
-        deadline,
-        protocol,
+        deadline: call.deadline,
+        protocol: call.protocol,
+        raw_outputs: call.raw_outputs,
     };
-    match task {
+    let (mut tensors, raw) = match call.task {
         Task::Classification => {
             let answers = futures_util::future::try_join_all(
                 images.into_iter().map(|i| service.classify(request(i))),
             )
             .await?;
-            Ok(classification(
-                &answers.into_iter().map(|a| a.body).collect::<Vec<_>>(),
-            ))
+            let (bodies, raw): (Vec<_>, Vec<_>) =
+                answers.into_iter().map(|a| (a.body, a.raw)).unzip();
+            (classification(&bodies), raw)
         }
         Task::Detection => {
             let answers = futures_util::future::try_join_all(
                 images.into_iter().map(|i| service.detect(request(i))),
             )
             .await?;
-            Ok(detection(
-                &answers.into_iter().map(|a| a.body).collect::<Vec<_>>(),
-            ))
+            let (bodies, raw): (Vec<_>, Vec<_>) =
+                answers.into_iter().map(|a| (a.body, a.raw)).unzip();
+            (detection(&bodies), raw)
         }
         Task::Segmentation => {
             let answers = futures_util::future::try_join_all(
                 images.into_iter().map(|i| service.segment(request(i))),
             )
             .await?;
-            segmentation(
-                answers
-                    .iter()
-                    .map(|a| expand(&a.body.mask))
-                    .collect::<Result<_>>()?,
-            )
+            let maps = answers
+                .iter()
+                .map(|a| expand(&a.body.mask))
+                .collect::<Result<_>>()?;
+            let raw = answers.into_iter().map(|a| a.raw).collect();
+            (segmentation(maps)?, raw)
         }
+    };
+    if call.raw_outputs {
+        tensors.extend(stack_raw(raw)?);
     }
+    Ok(tensors)
+}
+
+/// The model's own outputs of every image of the request, each stacked into one `[N, ...]` tensor.
+fn stack_raw(per_image: Vec<Vec<RawTensor>>) -> Result<Vec<Tensor>> {
+    let Some(first) = per_image.first() else {
+        return Ok(Vec::new());
+    };
+    let mismatch = || Error::internal("the images' raw outputs differ in shape or datatype");
+    let mut stacked = Vec::with_capacity(first.len());
+    for (j, head) in first.iter().enumerate() {
+        let mut data = match head.data {
+            RawData::F32(_) => TensorData::F32(Vec::new()),
+            RawData::I64(_) => TensorData::I64(Vec::new()),
+            RawData::I32(_) => TensorData::I32(Vec::new()),
+            RawData::U8(_) => TensorData::U8(Vec::new()),
+        };
+        for image in &per_image {
+            let tensor = image
+                .get(j)
+                .filter(|t| t.shape == head.shape)
+                .ok_or_else(mismatch)?;
+            match (&mut data, &tensor.data) {
+                (TensorData::F32(all), RawData::F32(v)) => all.extend_from_slice(v),
+                (TensorData::I64(all), RawData::I64(v)) => all.extend_from_slice(v),
+                (TensorData::I32(all), RawData::I32(v)) => all.extend_from_slice(v),
+                (TensorData::U8(all), RawData::U8(v)) => all.extend_from_slice(v),
+                _ => return Err(mismatch()),
+            }
+        }
+        stacked.push(Tensor {
+            name: head.name.clone(),
+            datatype: head.data.datatype(),
+            shape: std::iter::once(per_image.len())
+                .chain(head.shape.iter().copied())
+                .collect(),
+            data,
+        });
+    }
+    Ok(stacked)
 }
 
 #[cfg(test)]
@@ -696,7 +809,7 @@ mod tests {
         let chosen: Vec<_> = select(&named, &tensors)
             .unwrap()
             .into_iter()
-            .map(|(t, b)| (t.name, b))
+            .map(|(t, b)| (t.name.as_str(), b))
             .collect();
         assert_eq!(chosen, vec![("scores", false), ("boxes", true)]);
         let unknown = body(json!({"inputs": [], "outputs": [{"name": "logits"}]}));

@@ -258,6 +258,9 @@ pub struct Variant {
     pub config: VariantConfig,
     pub labels: Vec<String>,
     pub model_path: PathBuf,
+    /// The model's own outputs as a request's rows have them (name with `raw_`, datatype, shape without the
+    /// batch dimension), learned from the warm-up's first run: for the Open Inference Protocol's metadata.
+    pub raw_outputs: std::sync::OnceLock<Vec<(String, &'static str, Vec<usize>)>>,
 }
 
 /// The parsed repository: variants in index order plus per-task defaults and `auto` ladders.
@@ -334,5 +337,6 @@ fn load_variant(dir: &Path) -> anyhow::Result<Variant> {
         config,
         labels,
         model_path,
+        raw_outputs: Default::default(),
     })
 }

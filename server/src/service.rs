@@ -22,7 +22,7 @@ use crate::{
     imaging::{self, DecodeBudget, Encoded, ImageLimits},
     metrics,
     postprocess::{
-        Class, Decoded, TaskOptions,
+        Class, Decoded, RawTensor, TaskOptions,
         finish::{self, Detection, Segmentation},
     },
     repository::Task,
@@ -63,6 +63,8 @@ pub struct InferRequest {
     pub png: bool,
     pub deadline: Option<Instant>,
     pub protocol: Protocol,
+    /// Also answer with the model's own output tensors ([`Answer::raw`]).
+    pub raw_outputs: bool,
 }
 
 /// Phase timings in milliseconds, as the API reports them.
@@ -103,6 +105,8 @@ pub struct Answer<B> {
     pub timings: Timings,
     /// Set when the request asked for `model=auto`.
     pub auto: Option<AutoRouting>,
+    /// The model's own outputs for this image, when the request asked for them (else empty).
+    pub raw: Vec<RawTensor>,
 }
 
 pub type Classes = Vec<Class>;
@@ -127,6 +131,7 @@ impl Answer<Body> {
             image_height: self.image_height,
             timings: self.timings,
             auto: self.auto,
+            raw: self.raw,
         })
     }
 }
@@ -403,7 +408,13 @@ impl Service {
 
         let output = model
             .batcher
-            .submit(permit, payload, request.options, request.deadline)
+            .submit(
+                permit,
+                payload,
+                request.options,
+                request.deadline,
+                request.raw_outputs,
+            )
             .await?;
 
         let finish_start = Instant::now();
@@ -456,6 +467,7 @@ impl Service {
                 total_ms: ms(start.elapsed()),
             },
             auto,
+            raw: output.raw,
         })
     }
 

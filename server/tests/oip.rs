@@ -338,3 +338,86 @@ async fn a_raw_input_tensor_answers_as_the_same_pixels_sent_as_an_image() {
         assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_own_outputs_come_when_asked_for_by_name() {
+    let (_, metadata) = get(&format!("/v2/models/{CLASSIFIER}")).await;
+    let metadata: Value = serde_json::from_str(&metadata).unwrap();
+    let raw = metadata["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "raw_scores")
+        .unwrap_or_else(|| panic!("no raw_scores in {metadata}"));
+    let classes = raw["shape"][1].as_u64().unwrap() as usize;
+    assert_eq!(raw["shape"][0], -1, "{raw}");
+    let request = json_request(
+        &["parrot.jpg", "cat_720p.jpg"],
+        json!({"parameters": {"top_k": 1},
+            "outputs": [{"name": "classification"}, {"name": "raw_scores", "parameters": {"binary_data": false}}]}),
+    );
+    let (status, answer) = infer_json(CLASSIFIER, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let scores = output(&answer, "raw_scores");
+    assert_eq!(scores["shape"], json!([2, classes]), "{scores}");
+    let values: Vec<f64> = serde_json::from_value(scores["data"].clone()).unwrap();
+    let top = output(&answer, "classification");
+    for i in 0..2 {
+        // The finished top-1 is the best of the model's own scores (the label index skips no column here:
+        // the classifier's column 0 is its background class, which the finished answer never lists).
+        let row = &values[i * classes..(i + 1) * classes];
+        let best = (0..classes)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
+        let finished = top["data"][i].as_str().unwrap();
+        let index: usize = finished.split(':').nth(1).unwrap().parse().unwrap();
+        assert_eq!(best, index, "image {i}: {finished}");
+    }
+    // Without asking, none comes; an unknown raw name is a 400 naming what there is.
+    let (_, plain) = infer_json(CLASSIFIER, &json_request(&["parrot.jpg"], json!({}))).await;
+    assert!(
+        plain["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["name"] != "raw_scores"),
+        "{plain}"
+    );
+    let (status, body) = infer_json(
+        CLASSIFIER,
+        &json_request(&["parrot.jpg"], json!({"outputs": [{"name": "raw_nope"}]})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("raw_scores"),
+        "{body}"
+    );
+    // The segmenter's logits are 5.5 MB an image: sixteen of them are over the 64 MiB one answer may carry,
+    // and the request is refused before anything runs.
+    let many = json_request(
+        &["segmentation_input_rotation0.jpg"; 16],
+        json!({"outputs": [{"name": "raw_logits"}]}),
+    );
+    let (status, body) = infer_json(SEGMENTER, &many).await;
+    assert_eq!(
+        status,
+        400,
+        "an answer of {} outputs",
+        body["outputs"].as_array().map_or(0, Vec::len)
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("fewer images"),
+        "{body}"
+    );
+    let one = json_request(
+        &["segmentation_input_rotation0.jpg"],
+        json!({"outputs": [{"name": "raw_logits"}]}),
+    );
+    let (status, body) = infer_json(SEGMENTER, &one).await;
+    assert_eq!(status, 200, "{}", body["error"]);
+    assert_eq!(
+        output(&body, "raw_logits")["shape"],
+        json!([1, 257, 257, 21])
+    );
+}

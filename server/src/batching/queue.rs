@@ -23,7 +23,7 @@ use crate::{
     error::{Error, Result},
     imaging::{Encoded, Prepared},
     metrics,
-    postprocess::{Decoded, TaskOptions},
+    postprocess::{Decoded, RawTensor, TaskOptions},
 };
 
 /// A job's image: prepared on the decode pool before it was queued, or still encoded, for the model thread
@@ -38,6 +38,8 @@ pub enum Payload {
 pub struct Job {
     pub payload: Payload,
     pub options: TaskOptions,
+    /// Whether the answer carries the model's own output tensors too ([`JobOutput::raw`]).
+    pub raw_outputs: bool,
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<JobOutput>>,
@@ -61,6 +63,8 @@ impl Job {
 #[derive(Debug)]
 pub struct JobOutput {
     pub decoded: Decoded,
+    /// The model's own outputs for this request, when it asked for them.
+    pub raw: Vec<RawTensor>,
     /// The image's original size, for scaling boxes and masks back to it.
     pub width: u32,
     pub height: u32,
@@ -298,11 +302,13 @@ impl Batcher {
         payload: Payload,
         options: TaskOptions,
         deadline: Option<Instant>,
+        raw_outputs: bool,
     ) -> Result<JobOutput> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             payload,
             options,
+            raw_outputs,
             deadline,
             enqueued: Instant::now(),
             reply,

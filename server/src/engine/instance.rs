@@ -139,6 +139,14 @@ fn warm_up(
             .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
         let rows = collect_rows(&outputs, &variant.config.output, batch)
             .map_err(|e| anyhow::anyhow!("{name}: warm-up with batch {batch}: {e}"))?;
+        if let Some(row) = rows.first() {
+            variant.raw_outputs.get_or_init(|| {
+                postprocess::raw_tensors(&variant.config.output, row)
+                    .into_iter()
+                    .map(|t| (t.name, t.data.datatype(), t.shape))
+                    .collect()
+            });
+        }
         for row in &rows {
             postprocess::decode(&variant.config.output, &variant.labels, row, options)
                 .map_err(|e| anyhow::anyhow!("{name}: warm-up decode: {e:?}"))?;
@@ -176,6 +184,7 @@ struct Ready {
     image: Prepared,
     decode: Duration,
     options: TaskOptions,
+    raw_outputs: bool,
     enqueued: Instant,
     reply: oneshot::Sender<crate::error::Result<JobOutput>>,
     /// Held until the answer is ready: the model's capacity, and the requests admission counts ahead of a
@@ -219,6 +228,7 @@ fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
             image,
             decode: decode_start.elapsed(),
             options: job.options,
+            raw_outputs: job.raw_outputs,
             enqueued: job.enqueued,
             reply: job.reply,
             permit: job._permit,
@@ -300,8 +310,14 @@ fn run_batch(
         let post_start = Instant::now();
         let decoded =
             postprocess::decode(&variant.config.output, &variant.labels, &row, job.options);
+        let raw = if job.raw_outputs {
+            postprocess::raw_tensors(&variant.config.output, &row)
+        } else {
+            Vec::new()
+        };
         let output = decoded.map(|decoded| JobOutput {
             decoded,
+            raw,
             width: job.image.width,
             height: job.image.height,
             decode: job.decode,

@@ -156,6 +156,7 @@ fn infer_request(
         options: options.task,
         png: options.png,
         deadline,
+        raw_outputs: false,
         protocol: Protocol::Grpc,
     })
 }

@@ -110,7 +110,7 @@ impl GrpcInferenceService for OipService {
                 .iter()
                 .map(|(name, datatype, shape)| tensor_metadata(name, datatype, shape))
                 .collect(),
-            outputs: oip::outputs_of(model.task)
+            outputs: oip::outputs_of(&model)
                 .iter()
                 .map(|(name, datatype, shape)| tensor_metadata(name, datatype, shape))
                 .collect(),
@@ -178,27 +178,27 @@ impl GrpcInferenceService for OipService {
                     rows.into_iter().map(Input::Tensor).collect()
                 }
             };
-            Ok::<_, Error>((options, inputs))
+            let raw_outputs = oip::wants_raw(&body, &model, inputs.len())?;
+            Ok::<_, Error>((options, inputs, raw_outputs))
         })();
-        let (options, images) = inputs.inspect_err(|error| {
+        let (options, images, raw_outputs) = inputs.inspect_err(|error| {
             service::record_refused(Some(model.task), Protocol::Grpc, error, start.elapsed());
         })?;
-        let tensors = oip::run(
-            &self.service,
-            model.task,
-            &r.model_name,
+        let call = oip::Call {
+            model: &r.model_name,
+            task: model.task,
             options,
-            images,
             deadline,
-            Protocol::Grpc,
-        )
-        .await?;
+            protocol: Protocol::Grpc,
+            raw_outputs,
+        };
+        let tensors = oip::run(&self.service, call, images).await?;
         let selected = oip::select(&body, &tensors)?;
         let mut outputs = Vec::with_capacity(selected.len());
         let mut raw = Vec::with_capacity(selected.len());
         for (tensor, _) in selected {
             outputs.push(pb::model_infer_response::InferOutputTensor {
-                name: tensor.name.into(),
+                name: tensor.name.clone(),
                 datatype: tensor.datatype.into(),
                 shape: tensor.shape.iter().map(|&d| d as i64).collect(),
                 parameters: HashMap::new(),

@@ -93,6 +93,7 @@ async fn infer_request(
         options: options.task,
         png: options.png,
         deadline,
+        raw_outputs: false,
         protocol: Protocol::Http,
     })
 }

@@ -69,7 +69,7 @@ pub async fn model_metadata(
         .iter()
         .map(|(name, datatype, shape)| tensor(name, datatype, shape))
         .collect();
-    let outputs: Vec<Value> = oip::outputs_of(model.task)
+    let outputs: Vec<Value> = oip::outputs_of(&model)
         .iter()
         .map(|(name, datatype, shape)| tensor(name, datatype, shape))
         .collect();
@@ -186,24 +186,25 @@ pub async fn infer(
             .map_err(|e| bad(format!("the inference request is not valid JSON: {e}")))?;
         let options = oip::task_options(model.task, &parsed)?;
         let images = inputs(&parsed, binary, &model)?;
-        Ok::<_, Error>((parsed, options, images, deadline))
+        let raw_outputs = oip::wants_raw(&parsed, &model, images.len())?;
+        Ok::<_, Error>((parsed, options, images, deadline, raw_outputs))
     };
-    let (parsed, options, images, deadline) = match parsed.await {
+    let (parsed, options, images, deadline, raw_outputs) = match parsed.await {
         Ok(parts) => parts,
         Err(error) => {
             service::record_refused(Some(model.task), Protocol::Http, &error, start.elapsed());
             return error.into_response();
         }
     };
-    let run = oip::run(
-        &state.service,
-        model.task,
-        name,
+    let call = oip::Call {
+        model: name,
+        task: model.task,
         options,
-        images,
         deadline,
-        Protocol::Http,
-    );
+        protocol: Protocol::Http,
+        raw_outputs,
+    };
+    let run = oip::run(&state.service, call, images);
     match run.await {
         Ok(tensors) => respond(name, &parsed, &tensors).unwrap_or_else(IntoResponse::into_response),
         Err(error) => error.into_response(),
@@ -262,6 +263,7 @@ mod tests {
     /// A classifier whose input is 1x2 uint8 NHWC: six values an image.
     fn model() -> ModelRef {
         ModelRef {
+            raw_outputs: Vec::new(),
             task: Task::Classification,
             input: InputSpec {
                 name: "input".into(),

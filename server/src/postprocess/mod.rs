@@ -132,6 +132,58 @@ impl Row<'_> {
     }
 }
 
+/// One of the model's own output tensors, for one request: what the Open Inference Protocol answers when an
+/// output is asked for by its name (`raw_` and the model's name for it), copied only then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub name: String,
+    /// Without the batch dimension.
+    pub shape: Vec<usize>,
+    pub data: RawData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+}
+
+impl RawData {
+    /// The protocol's name of its datatype.
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            RawData::F32(_) => "FP32",
+            RawData::I64(_) => "INT64",
+            RawData::I32(_) => "INT32",
+            RawData::U8(_) => "UINT8",
+        }
+    }
+}
+
+/// The prefix that keeps the model's output names apart from the finished outputs' (a detector's own `scores`
+/// are per anchor, the finished `scores` per detection).
+pub const RAW_PREFIX: &str = "raw_";
+
+/// Copies one request's rows of the model's outputs, in `spec`'s order.
+pub fn raw_tensors(spec: &OutputSpec, rows: &[Row<'_>]) -> Vec<RawTensor> {
+    spec.output_names()
+        .into_iter()
+        .zip(rows)
+        .map(|(name, row)| RawTensor {
+            name: format!("{RAW_PREFIX}{name}"),
+            shape: row.shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data: match row.values {
+                Values::F32(v) => RawData::F32(v.to_vec()),
+                Values::I64(v) => RawData::I64(v.to_vec()),
+                Values::I32(v) => RawData::I32(v.to_vec()),
+                Values::U8(v) => RawData::U8(v.to_vec()),
+            },
+        })
+        .collect()
+}
+
 /// Error text for an output that does not look as config.json promised: a repository bug, so a 5xx.
 fn bad_output(what: &str) -> crate::error::Error {
     crate::error::Error::internal(format!("model output does not match config.json: {what}"))

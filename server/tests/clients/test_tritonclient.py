@@ -44,7 +44,8 @@ def test_health_and_metadata(triton):
     assert meta["inputs"][0]["name"] == "image"
     raw = meta["inputs"][1]  # protobuf's JSON gives int64 as strings
     assert (raw["name"], raw["datatype"], [int(d) for d in raw["shape"]]) == ("input", "UINT8", [-1, 256, 256, 3])
-    assert {o["name"] for o in meta["outputs"]} == {"boxes", "scores", "classes", "num_detections"}
+    finished = {o["name"] for o in meta["outputs"] if not o["name"].startswith("raw_")}
+    assert finished == {"boxes", "scores", "classes", "num_detections"}
     with pytest.raises(InferenceServerException):
         client.get_model_metadata("no_such_model")
 
@@ -113,6 +114,24 @@ def test_a_raw_fp32_tensor_segments_as_the_same_pixels_sent_as_an_image(triton, 
     # classes tie, nowhere else.
     assert np.mean(class_map.reshape(-1) == expected) > 0.999
     assert len(np.unique(expected)) > 1
+
+
+def test_the_models_own_outputs_by_name(triton, server):
+    module, client = triton
+    meta = client.get_model_metadata(DETECTOR, as_json=True) if module is triton_grpc else \
+        client.get_model_metadata(DETECTOR)
+    raw = {o["name"] for o in meta["outputs"] if o["name"].startswith("raw_")}
+    assert raw == {"raw_scores", "raw_boxes", "raw_anchors"}, meta["outputs"]
+    result = client.infer(CLASSIFIER, [image_input(module, "parrot.jpg")],
+                          outputs=[requested(module, "raw_scores"), requested(module, "classification")])
+    scores = result.as_numpy("raw_scores")
+    assert scores.dtype == np.float32 and scores.shape[0] == 1 and scores.shape[1] > 1000
+    top1 = native(server, f"/v1/classify?model={CLASSIFIER}&top_k=1", "parrot.jpg")["classes"][0]
+    assert int(np.argmax(scores[0])) == top1["index"]
+    assert result.as_numpy("classification")[0][0].decode().split(":")[1] == str(top1["index"])
+    anchors = client.infer(DETECTOR, [image_input(module, "burger.jpg")],
+                           outputs=[requested(module, "raw_anchors")]).as_numpy("raw_anchors")
+    assert anchors.shape[0] == 1 and anchors.shape[-1] == 4
 
 
 def test_a_bad_image_is_a_client_error(triton):
