@@ -39,8 +39,8 @@ $(VENV)/.stamp: models/requirements.txt models/constraints.txt
 
 venv: $(VENV)/.stamp
 
-# Third-party Open Inference Protocol clients (tritonclient) in a venv of their own: their pins conflict with
-# TensorFlow's in the main one.
+# Clients no one here wrote (tritonclient, the kserve SDK, Playwright) in a venv of their own: tritonclient's pins
+# conflict with TensorFlow's in the main one.
 CLIENTS_VENV := $(ROOT)/.venv-clients
 CLIENTS := server/tests/clients
 $(CLIENTS_VENV)/.stamp: $(CLIENTS)/requirements.txt $(CLIENTS)/constraints.txt
@@ -67,16 +67,22 @@ build: tools
 run: models build
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CARGO_TARGET_DIR)/release/mobilenet-serve --model-repository $(MODEL_REPOSITORY)
 
+# The page's test drives Debian's chromium (Playwright's own browser download is never used).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "the page test needs Debian's chromium: apt-get install chromium" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 # The health tests' faulty graph is written by its script, not tracked (no model files in git); so are the
 # fidelity test's reference pixels (Pillow's pre-processing of every test image).
-test: models-test tools $(CLIENTS_VENV)/.stamp
+test: models-test tools $(CLIENTS_VENV)/.stamp $(CHROMIUM)
 	$(PY) server/tests/data/faulty_model.py
 	$(PY) models/preprocess_reference.py --images $(TEST_IMAGES) --repository $(MODEL_REPOSITORY)
 	ORT_DYLIB_PATH=$(ORT_DYLIB) cargo test --release --workspace
 	cargo build --release -p mobilenet-serve
 	# One process per client library: tritonclient and kserve each register the protocol's messages under the same
 	# protobuf names, which one process cannot hold twice.
-	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CLIENTS_VENV)/bin/python -m pytest -q $(CLIENTS)/test_tritonclient.py
+	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CLIENTS_VENV)/bin/python -m pytest -q $(CLIENTS)/test_tritonclient.py $(CLIENTS)/test_page.py
 	ORT_DYLIB_PATH=$(ORT_DYLIB) $(CLIENTS_VENV)/bin/python -m pytest -q $(CLIENTS)/test_kserve.py
 
 # --- client, load test and benchmark --------------------------------------------------------------------------

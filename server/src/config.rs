@@ -140,6 +140,11 @@ pub struct Config {
     #[arg(long, env = "JPEG_SCALED_DECODE", default_value_t = true, action = clap::ArgAction::Set)]
     pub jpeg_scaled_decode: bool,
 
+    /// Serve the page at `/` on the HTTP port, to try every model in a browser (`false`: an API-only server,
+    /// `/` is a 404).
+    #[arg(long, env = "UI", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui: bool,
+
     /// Decode memory (MiB) shared by every image being decoded at once, on the decode pool and on the model
     /// threads: an image waits (within its deadline) until its estimate fits. Default: a quarter of the
     /// memory this process may use (its cgroup limit, else the machine's), so that a burst of large images

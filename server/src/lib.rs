@@ -124,6 +124,7 @@ pub async fn run(
         service: service.clone(),
         metrics,
         max_body_bytes: config.max_body_bytes,
+        ui: config.ui,
     })
     .layer(body_limits.layer());
     let acceptor = |listener, protocol| {
@@ -222,7 +223,8 @@ pub async fn run(
             health::set_grpc_status(&health, tonic_health::ServingStatus::Serving).await;
             // From now on NOT_SERVING while a model is stuck or failing, SERVING again when it recovers.
             tokio::spawn(health::watch(service.clone(), health.clone()));
-            tracing::info!(http = %format!("http://{http_addr}"), grpc = %grpc_addr, "all models loaded and warmed; ready");
+            let page = if config.ui { format!("http://{http_addr}/") } else { "off (--ui false)".into() };
+            tracing::info!(http = %format!("http://{http_addr}"), grpc = %grpc_addr, %page, "all models loaded and warmed; ready");
         }
         served = &mut serving => {
             served?;

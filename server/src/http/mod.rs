@@ -3,6 +3,7 @@
 pub mod extract;
 mod handlers;
 mod oip;
+mod ui;
 
 use std::sync::Arc;
 
@@ -20,13 +21,19 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Whether `/` serves the page ([`ui`]).
+    pub ui: bool,
 }
 
 /// The whole HTTP application, without a socket (tests can drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
-        .route("/v1/classify", post(handlers::classify))
+    let page = if state.ui {
+        ui::routes()
+    } else {
+        Router::new()
+    };
+    page.route("/v1/classify", post(handlers::classify))
         .route("/v1/detect", post(handlers::detect))
         .route("/v1/segment", post(handlers::segment))
         .route("/v1/models", get(handlers::models))
