@@ -166,12 +166,15 @@ pub async fn run(
             .max_decoding_message_size(config.max_body_bytes),
         ),
     );
-    // The Open Inference Protocol, under the same body limits (its head carries no task to judge it by).
-    let oip = body_limits.layer().layer(
-        grpc::oip::GrpcInferenceServiceServer::new(grpc::oip::OipService {
-            service: service.clone(),
-        })
-        .max_decoding_message_size(config.max_body_bytes),
+    // The Open Inference Protocol, under the same body limits and head admission (its head names no model:
+    // a call is refused from it only when every model would refuse it).
+    let oip = head_admission.layer(
+        body_limits.layer().layer(
+            grpc::oip::GrpcInferenceServiceServer::new(grpc::oip::OipService {
+                service: service.clone(),
+            })
+            .max_decoding_message_size(config.max_body_bytes),
+        ),
     );
     // HTTP/2's defaults (16 KiB frames, 1 MiB of window per connection) cut a 600 KB photo into ~40 frames
     // read one syscall each, and stall 8 concurrent uploads on one connection for window updates. Larger

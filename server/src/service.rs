@@ -230,12 +230,13 @@ impl Service {
 
     /// Refuses a request from its head alone, before its body is read, when admission would refuse it
     /// now: the model `selector` picks, or with no selector (gRPC carries it in the body) every model of
-    /// the task, because then whichever it names would refuse it too. Everything else (no models yet, a
-    /// selector that matches nothing) is left to [`infer`](Self::infer), which answers with the body read.
-    /// A refusal is counted like any request.
+    /// the task (of any task when `task` is `None`: the Open Inference Protocol's `ModelInfer` names its
+    /// model in the body too), because then whichever it names would refuse it too. Everything else (no
+    /// models yet, a selector that matches nothing) is left to [`infer`](Self::infer), which answers with
+    /// the body read. A refusal is counted like any request, under the refusing model's task.
     pub fn refuse_from_head(
         &self,
-        task: Task,
+        task: Option<Task>,
         selector: Option<&Selector>,
         deadline: Option<Instant>,
         protocol: Protocol,
@@ -245,29 +246,29 @@ impl Service {
             return Ok(());
         };
         let deadline = self.deadline_or_default(deadline, start);
-        let refusal = match selector {
-            Some(selector) => match router.select(task, selector) {
-                Ok(model) => model.batcher.would_refuse(deadline),
+        let refusal = match (task, selector) {
+            (Some(task), Some(selector)) => match router.select(task, selector) {
+                Ok(model) => model.batcher.would_refuse(deadline).map(|r| (task, r)),
                 Err(_) => None,
             },
-            None => {
+            _ => {
                 let mut first = None;
-                let of_task = router
+                let candidates = router
                     .models()
                     .iter()
-                    .filter(|m| m.variant.config.task == task);
-                for model in of_task {
+                    .filter(|m| task.is_none_or(|t| m.variant.config.task == t));
+                for model in candidates {
                     match model.batcher.would_refuse(deadline) {
                         None => return Ok(()),
                         Some(refusal) => {
-                            first.get_or_insert(refusal);
+                            first.get_or_insert((model.variant.config.task, refusal));
                         }
                     }
                 }
                 first
             }
         };
-        let Some(refusal) = refusal else {
+        let Some((task, refusal)) = refusal else {
             return Ok(());
         };
         let model = refusal.model.clone();

@@ -1,5 +1,5 @@
 //! Refusing a gRPC inference call from its head, before its message is read: a tower layer in front of the
-//! `Inference` service.
+//! `Inference` service and the Open Inference Protocol's.
 //!
 //! tonic calls a unary method only once the whole message is decoded, so a call refused at admission would
 //! first take in its image (600 KB for a photo, over several HTTP/2 flow-control windows). The head has the
@@ -21,12 +21,22 @@ use crate::{
     service::{Protocol, Service},
 };
 
-/// The task of an `Inference` method path, for the methods that take an image.
-fn task_of(path: &str) -> Option<Task> {
+/// Which models a method that takes an image may be sent to: those of one task, or (the Open Inference
+/// Protocol's `ModelInfer`, whose model is named in the message) any.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Task(Task),
+    AnyModel,
+}
+
+fn target_of(path: &str) -> Option<Target> {
+    if path == "/inference.GRPCInferenceService/ModelInfer" {
+        return Some(Target::AnyModel);
+    }
     match path.strip_prefix("/mobilenet.v1.Inference/")? {
-        "Classify" => Some(Task::Classification),
-        "Detect" => Some(Task::Detection),
-        "Segment" => Some(Task::Segmentation),
+        "Classify" => Some(Target::Task(Task::Classification)),
+        "Detect" => Some(Target::Task(Task::Detection)),
+        "Segment" => Some(Target::Task(Task::Segmentation)),
         _ => None,
     }
 }
@@ -74,7 +84,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(task) = task_of(request.uri().path()) {
+        if let Some(target) = target_of(request.uri().path()) {
+            let task = match target {
+                Target::Task(task) => Some(task),
+                Target::AnyModel => None,
+            };
             let deadline = request
                 .headers()
                 .get("grpc-timeout")
@@ -100,16 +114,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_image_methods_have_a_task() {
+    fn only_the_image_methods_are_judged() {
         assert_eq!(
-            task_of("/mobilenet.v1.Inference/Classify"),
-            Some(Task::Classification)
+            target_of("/mobilenet.v1.Inference/Classify"),
+            Some(Target::Task(Task::Classification))
         );
         assert_eq!(
-            task_of("/mobilenet.v1.Inference/Segment"),
-            Some(Task::Segmentation)
+            target_of("/mobilenet.v1.Inference/Segment"),
+            Some(Target::Task(Task::Segmentation))
         );
-        assert_eq!(task_of("/mobilenet.v1.Inference/ListModels"), None);
-        assert_eq!(task_of("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            target_of("/inference.GRPCInferenceService/ModelInfer"),
+            Some(Target::AnyModel)
+        );
+        assert_eq!(target_of("/mobilenet.v1.Inference/ListModels"), None);
+        assert_eq!(
+            target_of("/inference.GRPCInferenceService/ModelMetadata"),
+            None
+        );
+        assert_eq!(target_of("/grpc.health.v1.Health/Check"), None);
     }
 }

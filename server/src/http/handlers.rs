@@ -16,6 +16,7 @@ use crate::{
     model_info,
     postprocess::finish::{Mask, Segmentation},
     repository::Task,
+    routing::Selector,
     service::{self, Answer, AutoRouting, InferRequest, Input, Protocol, Timings},
 };
 
@@ -52,6 +53,35 @@ pub async fn segment(state: State<AppState>, query: RawQuery, request: Request) 
     }
 }
 
+/// Judges a request from its head, before its body is read ([`Service::refuse_from_head`], which records a
+/// refusal): the request back when admission would take it now, else the refusal to answer at once.
+///
+/// [`Service::refuse_from_head`]: crate::service::Service::refuse_from_head
+pub(super) fn judge_head(
+    state: &AppState,
+    task: Task,
+    selector: &Selector,
+    deadline: Option<std::time::Instant>,
+    request: Request,
+) -> Result<Request> {
+    let Err(refused) =
+        state
+            .service
+            .refuse_from_head(Some(task), Some(selector), deadline, Protocol::Http)
+    else {
+        return Ok(request);
+    };
+    // Answered now; the body is read and dropped behind the answer (under the body layer's byte budget and
+    // read timeout), so that the connection stays usable: closing it instead made every refused client
+    // reconnect, which cost more than the read saved (docs/abuse.md). A client that waits for `100 Continue`
+    // sends no body after a final answer, so there is nothing to drain: hyper closes.
+    if request.headers().get(header::EXPECT).is_none() {
+        let mut body = request.into_body().into_data_stream();
+        tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
+    }
+    Err(refused)
+}
+
 /// The service's request from the HTTP one, or the error that refuses it before the service sees it (then
 /// recorded here, as the service records everything after).
 async fn infer_request(
@@ -69,21 +99,7 @@ async fn infer_request(
     // answered without taking in its upload (lingering close lets the answer reach a client still sending).
     let deadline = extract::deadline(request.headers()).map_err(refused)?;
     let options = extract::options(task, query.as_deref()).map_err(refused)?;
-    if let Err(refused) =
-        state
-            .service
-            .refuse_from_head(task, Some(&options.selector), deadline, Protocol::Http)
-    {
-        // Answered now; the body is read and dropped behind the answer (under the body layer's byte budget
-        // and read timeout), so that the connection stays usable: closing it instead made every refused
-        // client reconnect, which cost more than the read saved (docs/abuse.md). A client that waits for
-        // `100 Continue` sends no body after a final answer, so there is nothing to drain: hyper closes.
-        if request.headers().get(header::EXPECT).is_none() {
-            let mut body = request.into_body().into_data_stream();
-            tokio::spawn(async move { while let Some(Ok(_)) = body.next().await {} });
-        }
-        return Err(refused);
-    }
+    let request = judge_head(state, task, &options.selector, deadline, request)?;
     let image = extract::image(request, state.max_body_bytes)
         .await
         .map_err(refused)?;

@@ -15,10 +15,11 @@ use axum::{
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{AppState, extract};
+use super::{AppState, extract, handlers};
 use crate::{
     error::{Error, Result},
     oip::{self, InferBody, InputKind, ModelRef, Tensor, TensorValues, bad},
+    routing::Selector,
     service::{self, Input, Protocol},
 };
 
@@ -177,8 +178,23 @@ pub async fn infer(
             return error.into_response();
         }
     };
+    let deadline = match extract::deadline(request.headers()) {
+        Ok(deadline) => deadline,
+        Err(error) => {
+            service::record_refused(Some(model.task), Protocol::Http, &error, start.elapsed());
+            return error.into_response();
+        }
+    };
+    // The path names the model: a request it would refuse now is answered before its body is read.
+    let selector = Selector {
+        model: Some(name.to_string()),
+        ..Selector::default()
+    };
+    let request = match handlers::judge_head(&state, model.task, &selector, deadline, request) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
+    };
     let parsed = async {
-        let deadline = extract::deadline(request.headers())?;
         let headers = request.headers().clone();
         let body = extract::body(request, state.max_body_bytes).await?;
         let (header, binary) = split_body(&headers, &body)?;
@@ -187,9 +203,9 @@ pub async fn infer(
         let options = oip::task_options(model.task, &parsed)?;
         let images = inputs(&parsed, binary, &model)?;
         let raw_outputs = oip::wants_raw(&parsed, &model, images.len())?;
-        Ok::<_, Error>((parsed, options, images, deadline, raw_outputs))
+        Ok::<_, Error>((parsed, options, images, raw_outputs))
     };
-    let (parsed, options, images, deadline, raw_outputs) = match parsed.await {
+    let (parsed, options, images, raw_outputs) = match parsed.await {
         Ok(parts) => parts,
         Err(error) => {
             service::record_refused(Some(model.task), Protocol::Http, &error, start.elapsed());
