@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
 use crate::{
     error::{Error, Result},
@@ -173,8 +173,10 @@ pub struct InputTensor {
     pub datatype: String,
     #[serde(default)]
     pub parameters: HashMap<String, Value>,
-    /// JSON only: the elements.
-    pub data: Option<Vec<Value>>,
+    /// JSON only: the elements, kept as text until the input's kind is known. A raw tensor's numbers are then
+    /// read straight into the model's dtype ([`tensor_rows`]): as `Value`s, 16 MB of small numbers would
+    /// take some 250 MB.
+    pub data: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -285,8 +287,8 @@ pub fn input_kind(body: &InferBody, input: &InputSpec) -> Result<InputKind> {
 pub enum TensorValues<'a> {
     /// Little-endian, row major (the binary tensor extension, gRPC's raw contents).
     Raw(&'a [u8]),
-    /// JSON numbers, flat or nested.
-    Json(&'a [Value]),
+    /// JSON numbers, flat or nested in arrays.
+    Json(&'a RawValue),
     /// gRPC's typed contents.
     F32(Vec<f32>),
     U32(Vec<u32>),
@@ -296,6 +298,10 @@ pub enum TensorValues<'a> {
 /// (a whole number within 0..=255 for `UINT8`, a finite number for `FP32`) and the count exactly `rows`
 /// rows.
 pub fn tensor_rows(values: TensorValues, rows: usize, input: &InputSpec) -> Result<Vec<Prepared>> {
+    let row = input.elements();
+    let expected = rows
+        .checked_mul(row)
+        .ok_or_else(|| bad("the input's shape is too large"))?;
     let data = match (input.dtype, values) {
         (InputDtype::Uint8, TensorValues::Raw(bytes)) => InputData::U8(bytes.to_vec()),
         (InputDtype::Float32, TensorValues::Raw(bytes)) => {
@@ -315,24 +321,18 @@ pub fn tensor_rows(values: TensorValues, rows: usize, input: &InputSpec) -> Resu
                 .collect::<Result<_>>()?,
         ),
         (InputDtype::Float32, TensorValues::F32(v)) => InputData::F32(v),
-        (InputDtype::Uint8, TensorValues::Json(values)) => InputData::U8(
-            flatten(values)
-                .map(|v| {
-                    v.as_u64()
-                        .and_then(|x| u8::try_from(x).ok())
-                        .ok_or_else(|| bad("UINT8 values must be whole numbers within 0..=255"))
-                })
-                .collect::<Result<_>>()?,
-        ),
-        (InputDtype::Float32, TensorValues::Json(values)) => InputData::F32(
-            flatten(values)
-                .map(|v| {
-                    v.as_f64()
-                        .map(|x| x as f32)
-                        .ok_or_else(|| bad("FP32 values must be numbers"))
-                })
-                .collect::<Result<_>>()?,
-        ),
+        (InputDtype::Uint8, TensorValues::Json(text)) => InputData::U8(json_numbers(
+            text,
+            expected,
+            "UINT8 values must be whole numbers within 0..=255",
+            |v| (v.fract() == 0.0 && (0.0..=255.0).contains(&v)).then_some(v as u8),
+        )?),
+        (InputDtype::Float32, TensorValues::Json(text)) => InputData::F32(json_numbers(
+            text,
+            expected,
+            "FP32 values must be finite numbers",
+            |v| Some(v as f32).filter(|x| x.is_finite()),
+        )?),
         _ => {
             return Err(bad(format!(
                 "the contents are not of the input's datatype {}",
@@ -345,8 +345,7 @@ pub fn tensor_rows(values: TensorValues, rows: usize, input: &InputSpec) -> Resu
     {
         return Err(bad("FP32 values must be finite"));
     }
-    let row = input.elements();
-    if data.len() != rows * row {
+    if data.len() != expected {
         return Err(bad(format!(
             "the input's shape says {rows} rows of {row} values, its data holds {} values",
             data.len()
@@ -369,12 +368,95 @@ pub fn tensor_rows(values: TensorValues, rows: usize, input: &InputSpec) -> Resu
     })
 }
 
-/// The numbers of a JSON tensor, flat or nested in arrays (row major either way).
-fn flatten(values: &[Value]) -> Box<dyn Iterator<Item = &Value> + '_> {
-    Box::new(values.iter().flat_map(|v| match v {
-        Value::Array(inner) => flatten(inner),
-        other => Box::new(std::iter::once(other)),
-    }))
+/// The numbers of a JSON tensor, flat or nested in arrays (row major either way), each converted by
+/// `convert` (`None`: refused with `invalid`), read straight from the text. More than `limit` of them is
+/// refused as soon as it is seen; serde_json's nesting limit bounds the arrays' depth.
+fn json_numbers<T>(
+    text: &RawValue,
+    limit: usize,
+    invalid: &'static str,
+    convert: fn(f64) -> Option<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let seed = Numbers {
+        out: &mut out,
+        limit,
+        invalid,
+        convert,
+    };
+    let mut reader = serde_json::Deserializer::from_str(text.get());
+    serde::de::DeserializeSeed::deserialize(seed, &mut reader)
+        .map_err(|e| bad(format!("the input's data: {e}")))?;
+    Ok(out)
+}
+
+/// [`json_numbers`]'s visitor: numbers go to `out`, arrays are walked into.
+struct Numbers<'a, T> {
+    out: &'a mut Vec<T>,
+    limit: usize,
+    invalid: &'static str,
+    convert: fn(f64) -> Option<T>,
+}
+
+impl<T> Numbers<'_, T> {
+    fn push<E: serde::de::Error>(self, value: f64) -> std::result::Result<(), E> {
+        if self.out.len() == self.limit {
+            return Err(E::custom("more values than the input's shape says"));
+        }
+        let value = (self.convert)(value).ok_or_else(|| E::custom(self.invalid))?;
+        self.out.push(value);
+        Ok(())
+    }
+}
+
+impl<'de, T> serde::de::DeserializeSeed<'de> for Numbers<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T> serde::de::Visitor<'de> for Numbers<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, or arrays of them")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        self.push(v as f64)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        self.push(v as f64)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        self.push(v)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        let Numbers {
+            out,
+            limit,
+            invalid,
+            convert,
+        } = self;
+        while seq
+            .next_element_seed(Numbers {
+                out: &mut *out,
+                limit,
+                invalid,
+                convert,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
 }
 
 /// The elements of a `BYTES` tensor in raw form: each a 4-byte little-endian length and its bytes.
@@ -771,6 +853,21 @@ mod tests {
         assert_eq!(typed[0].data, InputData::F32(values[..12].to_vec()));
         let mut nan = values.clone();
         nan[5] = f32::NAN;
+        let json =
+            RawValue::from_string(format!("{:?}", [values.clone(), values.clone()])).unwrap();
+        assert_eq!(
+            tensor_rows(TensorValues::Json(&json), 4, &spec).unwrap()[3].data,
+            InputData::F32(values[12..].to_vec()),
+            "JSON numbers, nested"
+        );
+        let too_many =
+            RawValue::from_string(format!("{:?}", [values.clone(), values.clone()])).unwrap();
+        let error = tensor_rows(TensorValues::Json(&too_many), 2, &spec)
+            .err()
+            .unwrap();
+        assert!(format!("{error:?}").contains("more values"), "{error:?}");
+        let not_numbers = RawValue::from_string(r#"[1, "2"]"#.into()).unwrap();
+        assert!(tensor_rows(TensorValues::Json(&not_numbers), 1, &spec).is_err());
         for bad_values in [
             TensorValues::F32(nan),
             TensorValues::F32(values[..23].to_vec()),

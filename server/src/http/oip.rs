@@ -144,7 +144,12 @@ fn inputs(body: &InferBody, mut binary: Bytes, model: &ModelRef) -> Result<Vec<I
     };
     let images = match binary {
         Some(raw) => oip::split_elements(raw)?,
-        None => data()?
+        None => serde_json::from_str::<Vec<Value>>(data()?.get())
+            .map_err(|e| {
+                bad(format!(
+                    "the input's data must be an array of base64 strings: {e}"
+                ))
+            })?
             .iter()
             .flat_map(|v| match v {
                 Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
