@@ -209,10 +209,7 @@ impl Batcher {
     /// The end-to-end time a request sent now would take, if its image takes `decode` to prepare: the wait
     /// behind the requests admitted before it, plus its own run. `None` until a batch has run.
     pub fn predict_latency(&self, decode: Duration) -> Option<Duration> {
-        let ahead = self.capacity - self.permits.available_permits();
-        let wait = self.load.with_latency(|model| {
-            model.expected_wait(ahead, self.load.instances, self.max_batch_size)
-        })?;
+        let wait = self.expected_wait_now()?;
         let run = self
             .load
             .runs
@@ -225,12 +222,15 @@ impl Batcher {
     /// The work this model has admitted and not finished, in time on its sessions: zero when idle or before
     /// a batch has run. What a request of another model sharing the CPUs competes with.
     pub fn backlog(&self) -> Duration {
+        self.expected_wait_now().unwrap_or_default()
+    }
+
+    /// The wait behind everything admitted now (queued or running); `None` until a batch has run.
+    fn expected_wait_now(&self) -> Option<Duration> {
         let ahead = self.capacity - self.permits.available_permits();
-        self.load
-            .with_latency(|model| {
-                model.expected_wait(ahead, self.load.instances, self.max_batch_size)
-            })
-            .unwrap_or_default()
+        self.load.with_latency(|model| {
+            model.expected_wait(ahead, self.load.instances, self.max_batch_size)
+        })
     }
 
     /// What [`try_admit`](Self::try_admit) would answer now, without taking a place: for refusing a

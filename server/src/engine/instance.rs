@@ -21,7 +21,7 @@ use crate::{
     imaging::{InputData, Prepared},
     metrics,
     postprocess::{self, Row, TaskOptions, Values},
-    repository::{InputDtype, Layout, OutputSpec, Task, Variant},
+    repository::{InputDtype, OutputSpec, Task, Variant},
     sched::{self, CpuScheduling},
 };
 
@@ -162,7 +162,7 @@ fn warm_up(
 /// input known to run, since the model loaded with it).
 pub fn zero_input(variant: &Variant) -> (InputData, TaskOptions) {
     let input = &variant.config.input;
-    let len = (input.width * input.height * 3) as usize;
+    let len = input.elements();
     let data = match input.dtype {
         InputDtype::Uint8 => InputData::U8(vec![0; len]),
         InputDtype::Float32 => InputData::F32(vec![0.0; len]),
@@ -342,13 +342,9 @@ pub fn run_session<'s>(
 ) -> Result<SessionOutputs<'s>, String> {
     let spec = &variant.config.input;
     let n = inputs.len();
-    let (h, w) = (spec.height as usize, spec.width as usize);
-    let shape = match spec.layout {
-        Layout::Nhwc => [n, h, w, 3],
-        Layout::Nchw => [n, 3, h, w],
-    };
-    let per_image = h * w * 3;
-    if inputs.iter().any(|i| i.len() != per_image) {
+    let [a, b, c] = spec.row_shape();
+    let shape = [n, a, b, c];
+    if inputs.iter().any(|i| i.len() != spec.elements()) {
         return Err("input size does not match the model".into());
     }
     let name = spec.name.as_str();
