@@ -248,6 +248,8 @@ async fn refusals_before_the_service_are_counted() {
         ("classification", "http", "unsupported_media_type"),
         ("detection", "http", "bad_request"),
         ("segmentation", "grpc", "bad_option"),
+        ("classification", "grpc", "body_too_large"),
+        ("classification", "grpc", "bad_request"),
     ];
     let before = server().metrics().await;
     expect(post("/nowhere"), 404, "unknown_route").await;
@@ -265,6 +267,16 @@ async fn refusals_before_the_service_are_counted() {
         ..Default::default()
     };
     let status = client.segment(bad_format).await.expect_err("must fail");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // Refused by tonic before any method of ours runs: a message over --max-body-bytes, and bytes that are
+    // not protobuf (which tonic alone would answer as INTERNAL).
+    let oversized = pb::ClassifyRequest {
+        image: image("grace_hopper.bmp").into(),
+        ..Default::default()
+    };
+    let status = client.classify(oversized).await.expect_err("must fail");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let status = raw_grpc_call("/mobilenet.v1.Inference/Classify", &[0xff, 0xff, 0xff]).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let after = server().metrics().await;
     for (task, protocol, outcome) in cases {
@@ -592,4 +604,65 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Sends `message` as the request message of `path`, bytes as they are, and returns the error status.
+async fn raw_grpc_call(path: &'static str, message: &[u8]) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(server().grpc.clone())
+        .expect("gRPC address")
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let request = tonic::Request::new(bytes::Bytes::copy_from_slice(message));
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary::<_, bytes::Bytes, _>(request, path, RawBytes)
+        .await
+        .expect_err("must fail")
+}
+
+/// A codec that sends and receives messages as raw bytes.
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        let len = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, len)))
+    }
 }

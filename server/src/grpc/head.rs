@@ -24,12 +24,22 @@ use crate::{
 /// Which models a method that takes an image may be sent to: those of one task, or (the Open Inference
 /// Protocol's `ModelInfer`, whose model is named in the message) any.
 #[derive(Debug, PartialEq)]
-enum Target {
+pub(super) enum Target {
     Task(Task),
     AnyModel,
 }
 
-fn target_of(path: &str) -> Option<Target> {
+impl Target {
+    pub(super) fn task(&self) -> Option<Task> {
+        match self {
+            Target::Task(task) => Some(*task),
+            Target::AnyModel => None,
+        }
+    }
+}
+
+/// The models an image method may be sent to; `None` for every other method.
+pub(super) fn target_of(path: &str) -> Option<Target> {
     if path == "/inference.GRPCInferenceService/ModelInfer" {
         return Some(Target::AnyModel);
     }
@@ -85,10 +95,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if let Some(target) = target_of(request.uri().path()) {
-            let task = match target {
-                Target::Task(task) => Some(task),
-                Target::AnyModel => None,
-            };
+            let task = target.task();
             let deadline = request
                 .headers()
                 .get("grpc-timeout")

@@ -21,6 +21,7 @@ use crate::{
 
 pub mod head;
 pub mod oip;
+pub mod unreached;
 
 pub use pb::inference_server::InferenceServer;
 
@@ -188,6 +189,7 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::ClassifyRequest>,
     ) -> Result<Response<pb::ClassifyResponse>, Status> {
+        unreached::reached(&request);
         let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
         let options = classify_options(&r);
@@ -216,6 +218,7 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::DetectRequest>,
     ) -> Result<Response<pb::DetectResponse>, Status> {
+        unreached::reached(&request);
         let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
         let options = detect_options(&r);
@@ -246,6 +249,7 @@ impl Inference for GrpcService {
         &self,
         request: Request<pb::SegmentRequest>,
     ) -> Result<Response<pb::SegmentResponse>, Status> {
+        unreached::reached(&request);
         let (start, deadline) = (Instant::now(), deadline(&request));
         let r = request.into_inner();
         let options = segment_options(&r);

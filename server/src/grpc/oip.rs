@@ -121,6 +121,7 @@ impl GrpcInferenceService for OipService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        super::unreached::reached(&request);
         let (start, deadline) = (Instant::now(), super::deadline(&request));
         let r = request.into_inner();
         let model = oip::model(&self.service, &r.model_name, version(&r.model_version))
