@@ -1,4 +1,5 @@
-"""Edits of converted ONNX graphs: symbolic batch, global pooling, cutting before post-processing, extra outputs.
+"""Edits of converted ONNX graphs: symbolic batch, global pooling, float or dequantised outputs, cutting before
+post-processing, extra outputs.
 
 Owns: every structural change between the converter's output and the served model.onnx. Each step is a pure
 function ModelProto -> ModelProto, selected by name from the manifest recipe (STEPS)."""
@@ -83,6 +84,47 @@ def dequantize_output(model, output, **_):
     model.graph.node.append(helper.make_node("DequantizeLinear", [output, q.input[1], q.input[2]], [deq_name]))
     out_vi.name = deq_name
     out_vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    return model
+
+
+def float_output(model, output, **_):
+    """Serve the float32 tensor that the output's QuantizeLinear quantises, and drop that QuantizeLinear.
+
+    Why: `tf2onnx --dequantize` turns weights into float32 and drops the activations' fake quantisation, but keeps
+    the QuantizeLinear of the uint8 graph output; the float softmax then reaches clients in steps of 1/256, most
+    classes as exact zeros. Serving the QuantizeLinear's input gives the softmax of the float logits unrounded."""
+    q = _producer(model).get(output)
+    if q is None or q.op_type != "QuantizeLinear":
+        raise ValueError(f"{output} is not produced by QuantizeLinear")
+    out_vi = next(o for o in model.graph.output if o.name == output)
+    out_vi.name = q.input[0]
+    out_vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    model.graph.node.remove(q)
+    return prune(model)
+
+
+def restore_bias(model, output, bias, **_):
+    """Add back the bias of a quantised fully-connected layer that the converter dropped: the MatMul producing
+    `output` is followed by an Add of DequantizeLinear(int32 bias), `bias` = (values, scale, zero) from the TFLite file.
+
+    Why: tf2onnx 1.17 turns TFLite FULLY_CONNECTED into a MatMul and loses its int32 bias, so the iNat classifiers'
+    logits missed it (softmax scores up to 217/256 off the interpreter's). Same form as tf2onnx's convolution biases
+    (int32, scale = input scale x weight scale, zero point 0), so ONNX Runtime fuses it the same way."""
+    mm = _producer(model).get(output)
+    if mm is None or mm.op_type != "MatMul":
+        raise ValueError(f"{output} is not produced by MatMul")
+    if any(n.op_type == "Add" and output in n.input for n in model.graph.node):
+        raise ValueError(f"{output} already feeds an Add: the converter kept the bias")  # never add it twice
+    values, scale, zero = bias
+    q, s, z = _fresh(model, "fc_bias_q"), _fresh(model, "fc_bias_scale"), _fresh(model, "fc_bias_zero")
+    model.graph.initializer.extend([numpy_helper.from_array(np.asarray(values, np.int32), q),
+                                    numpy_helper.from_array(np.array(scale, np.float32), s),
+                                    numpy_helper.from_array(np.array(zero, np.int32), z)])
+    unbiased, dq = _fresh(model, output + "_unbiased"), _fresh(model, "fc_bias")
+    mm.output[0] = unbiased
+    at = list(model.graph.node).index(mm) + 1  # keep the node list topologically ordered (prune relies on it)
+    model.graph.node.insert(at, helper.make_node("DequantizeLinear", [q, s, z], [dq]))
+    model.graph.node.insert(at + 1, helper.make_node("Add", [unbiased, dq], [output]))
     return model
 
 
@@ -223,5 +265,5 @@ def finalize(model):
 
 
 STEPS = {"symbolic_batch": symbolic_batch, "global_pool": global_pool, "dequantize_output": dequantize_output,
-         "cut": cut, "anchors_output": anchors_output, "rename_io": rename_io, "output_dims": output_dims,
-         "unsigned_int8": unsigned_int8}
+         "float_output": float_output, "restore_bias": restore_bias, "cut": cut, "anchors_output": anchors_output,
+         "rename_io": rename_io, "output_dims": output_dims, "unsigned_int8": unsigned_int8}

@@ -6,7 +6,8 @@ MODEL_OFFLINE=1 forbids downloads). A verified build of a variant is cached unde
 key = hash(source sha256s, the variant's manifest entry, this folder's code, tool versions); a rerun only republishes.
 A variant's `serving` hints are not part of the build: publishing writes them into config.json, so retuning them
 never rebuilds a graph.
-Repository folders are written beside their final place and renamed in, so none is ever half-written."""
+Repository folders are written beside their final place and renamed in, so none is ever half-written. Beside them:
+index.json, verification.json and tflite_reference.json (the TFLite interpreter's answers, for the server's tests)."""
 import argparse
 import importlib.metadata
 import json
@@ -41,6 +42,16 @@ def load_manifest(path: Path) -> dict:
     if len(set(names)) != len(names):
         raise PrepareError(None, f"duplicate variant names in {path}")
     return m
+
+
+def check_entry(v: dict) -> None:
+    """Manifest fields every variant must state, checked before anything is fetched or built."""
+    dataset = v.get("attributes", {}).get("dataset")
+    # The label set the answers are in: `model=auto` only moves between variants of the default's dataset, so a
+    # variant without one could be mistaken for any other.
+    if not isinstance(dataset, str) or not dataset:
+        raise PrepareError(v["name"], "manifest attributes.dataset is missing: name the label set the answers are in "
+                                      "(e.g. \"imagenet\", \"coco\")")
 
 
 def _artifact(manifest, name, variant, settings):
@@ -104,6 +115,8 @@ def build_graph(v: dict, source: Path, settings: Settings):
             kwargs["anchors"] = anchors.tflite_anchors(source, kwargs.pop("from_tflite"))
         if "from_graphdef" in kwargs:
             kwargs["anchors"] = anchors.graphdef_anchors(source, **kwargs.pop("from_graphdef"))
+        if "bias_from_tflite" in kwargs:
+            kwargs["bias"] = anchors.tflite_tensor(source, kwargs.pop("bias_from_tflite"))
         try:
             model = fn(model, **kwargs)
         except (ValueError, KeyError, StopIteration) as e:
@@ -175,17 +188,19 @@ def quality_of(v: dict, record: dict, reference_images: int) -> dict | None:
 
 
 def auto_ladders(manifest: dict, configs: dict) -> dict:
-    """Per task, the variants `model=auto` may pick, best first: those with the default's label set and a
-    quality figure; published figures before measured agreements, each by value, the default first on a tie,
-    then the larger model (more multiply-adds)."""
-    by_name = {v["name"]: v for v in manifest["variant"]}
+    """Per task, the variants `model=auto` may pick, best first: those with the default's dataset (as their
+    published config.json states it) and a quality figure; published figures before measured agreements, each by
+    value, the default first on a tie, then the larger model (more multiply-adds)."""
     ladders = {}
     for task, default in manifest["defaults"].items():
         if default not in configs:
             continue
-        labels = by_name[default]["labels"]
-        ranked = [c for n, c in configs.items()
-                  if c["task"] == task and c.get("quality") and by_name[n]["labels"] == labels]
+        # Read from the published configs, not the manifest: that is what the server sees. A folder left from a
+        # build before `dataset` existed has none and is left out rather than guessed.
+        dataset = configs[default]["attributes"].get("dataset")
+        ranked = [c for c in configs.values()
+                  if c["task"] == task and c.get("quality") and dataset
+                  and c["attributes"].get("dataset") == dataset]
         ranked.sort(key=lambda c: (c["quality"]["source"].startswith("measured"), -c["quality"]["value"],
                                    c["name"] != default, -c["attributes"]["multiply_adds"]))
         ladders[task] = [c["name"] for c in ranked]
@@ -215,6 +230,12 @@ def publish(built: Path, dest: Path, serving: dict, quality: dict | None) -> Non
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tflite_reference(records: dict) -> dict:
+    """{variant: {image: {"top5": [[index, label, score], ...]}}}: the TFLite interpreter's own answers, kept by
+    the TFLite checks of verify.py, for the server's tests to compare with (REPOSITORY.md)."""
+    return {name: c["tflite_top5"] for name, r in records.items() for c in r["checks"] if "tflite_top5" in c}
+
+
 def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -232,6 +253,7 @@ def prepare(settings: Settings, only: list[str] | None = None) -> int:
     for v in variants:
         t0 = time.monotonic()
         try:
+            check_entry(v)
             built = build_variant(v, manifest, settings, top1_cache)
             records[v["name"]] = json.loads((built / "verification.json").read_text())
             quality = quality_of(v, records[v["name"]], reference_images)
@@ -249,7 +271,10 @@ def prepare(settings: Settings, only: list[str] | None = None) -> int:
         # Verification records beside the variants (the server ignores this file): read by --report.
         vpath = settings.repository / "verification.json"
         old = json.loads(vpath.read_text()) if vpath.is_file() else {}
-        write_json_atomic(vpath, {k: val for k, val in {**old, **records}.items() if k in present})
+        merged = {k: val for k, val in {**old, **records}.items() if k in present}
+        write_json_atomic(vpath, merged)
+        # The upstream runtime's answers for the server's tests (a --only run keeps the others' from before).
+        write_json_atomic(settings.repository / "tflite_reference.json", tflite_reference(merged))
     if errors:
         print(f"prepare: {len(errors)} variant(s) failed: {', '.join(errors)}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ ROOT="$PWD"
 source scripts/lib/docker.sh
 
 TRIPLE=aarch64-unknown-linux-gnu
-MODELS="${ARM64_MODELS:-mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8}"
+MODELS="${ARM64_MODELS:-mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8,mobilenet_v2_1.0_224_int8_per_channel}"
 MODEL_REPOSITORY="${MODEL_REPOSITORY:-$ROOT/models/repository}"
 TEST_IMAGES="${TEST_IMAGES:-$ROOT/../shared/images}"
 # A JPEG, so that the aarch64 build of libjpeg-turbo (NEON) is compared too.

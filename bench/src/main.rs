@@ -52,7 +52,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8,ssd_mobilenet_v2_fpnlite_256,deeplabv3_mnv2_513"
+        default_value = "mobilenet_v2_1.0_224,mobilenet_v2_1.0_224_int8,mobilenet_v2_1.0_224_int8_per_channel,ssd_mobilenet_v2_fpnlite_256,deeplabv3_mnv2_513"
     )]
     models: Vec<String>,
     /// Seconds measured per case (each server run, and each bare batch size gets half of it).

@@ -182,6 +182,7 @@ impl GrpcClient {
                 width: m.width,
                 resolution: m.resolution,
                 precision: m.precision,
+                dataset: m.dataset,
                 parameters: m.parameters,
                 multiply_adds: m.multiply_adds,
                 is_default: m.is_default,
@@ -215,6 +216,7 @@ fn to_selector(selector: &Selector) -> pb::ModelSelector {
         width: selector.width,
         resolution: selector.resolution,
         precision: selector.precision.clone().unwrap_or_default(),
+        dataset: selector.dataset.clone().unwrap_or_default(),
         latency_budget_ms: selector.latency_budget_ms,
     }
 }

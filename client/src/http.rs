@@ -165,6 +165,7 @@ fn selector_query(selector: &Selector) -> Vec<(&'static str, String)> {
     push(&mut query, "width", selector.width);
     push(&mut query, "resolution", selector.resolution);
     push(&mut query, "precision", selector.precision.as_ref());
+    push(&mut query, "dataset", selector.dataset.as_ref());
     push(&mut query, "latency_budget_ms", selector.latency_budget_ms);
     query
 }

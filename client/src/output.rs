@@ -137,6 +137,7 @@ pub fn models(models: &[ModelInfo]) -> String {
                 format!("{}", m.width),
                 m.resolution.to_string(),
                 m.precision.clone(),
+                m.dataset.clone(),
                 format!("{:.2}M", m.parameters as f64 / 1e6),
                 format!("{:.0}M", m.multiply_adds as f64 / 1e6),
                 if m.is_default {
@@ -154,6 +155,7 @@ pub fn models(models: &[ModelInfo]) -> String {
             "width",
             "resolution",
             "precision",
+            "dataset",
             "params",
             "MACs",
             "default",

@@ -11,6 +11,8 @@ pub struct Selector {
     pub width: Option<f32>,
     pub resolution: Option<u32>,
     pub precision: Option<String>,
+    /// The label set, e.g. "imagenet" or "inat_birds"; unset: the task default's.
+    pub dataset: Option<String>,
     /// With `model = "auto"`: the time the answer should take; the server picks the best variant that fits.
     pub latency_budget_ms: Option<u32>,
 }
@@ -140,6 +142,8 @@ pub struct ModelInfo {
     pub width: f32,
     pub resolution: u32,
     pub precision: String,
+    #[serde(default)]
+    pub dataset: String,
     pub parameters: u64,
     pub multiply_adds: u64,
     pub is_default: bool,

@@ -29,6 +29,13 @@ pub fn assert_valid(task: Task, options: &RequestOptions) {
             && (1..=600_000).contains(&b.as_millis())),
         "{s:?}"
     );
+    // A dataset is a short name of letters, digits, _ and -; it is echoed in the error that names it.
+    assert!(
+        s.dataset.as_deref().is_none_or(|d| !d.is_empty()
+            && d.len() <= 64
+            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')),
+        "{s:?}"
+    );
     let precision = s.precision.as_deref().map(str::to_ascii_lowercase);
     assert!(
         matches!(precision.as_deref(), None | Some("float32" | "int8")),

@@ -113,3 +113,20 @@ def test_unsupported_conversion(settings, tmp_path):
 def test_unknown_variant_is_an_error(sandbox, capsys):
     assert run_prepare(sandbox, "--only", "no_such_variant") == 1
     assert "no_such_variant" in capsys.readouterr().err
+
+
+def test_variant_without_dataset_is_refused_before_any_work(sandbox, settings, capsys):
+    """attributes.dataset is what keeps `model=auto` inside one label set: a variant must state it."""
+    text = settings.manifest.read_text()
+    start = text.index(f'name = "{VARIANT}"')
+    line = text.index("attributes = ", start)
+    end = text.index("\n", line)
+    assert ', dataset = "imagenet"' in text[line:end]
+    manifest = sandbox["mirror"].parent / "manifest.toml"
+    manifest.write_text(text[:line] + text[line:end].replace(', dataset = "imagenet"', "") + text[end:])
+    t0 = time.monotonic()
+    assert run_prepare(sandbox, "--only", VARIANT, "--manifest", str(manifest), "--offline") == 1
+    assert time.monotonic() - t0 < 10
+    err = capsys.readouterr().err
+    assert f"[{VARIANT}]" in err and "attributes.dataset is missing" in err and "Traceback" not in err
+    _assert_nothing_written(sandbox)

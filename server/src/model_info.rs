@@ -11,6 +11,8 @@ pub struct ModelInfo {
     pub width: f32,
     pub resolution: u32,
     pub precision: String,
+    /// The label set the answers are in.
+    pub dataset: String,
     pub parameters: u64,
     pub multiply_adds: u64,
     pub is_default: bool,
@@ -34,6 +36,7 @@ pub fn list(router: &Router<Model>) -> Vec<ModelInfo> {
                 width: c.attributes.width,
                 resolution: c.attributes.resolution,
                 precision: c.attributes.precision.clone(),
+                dataset: c.attributes.dataset.clone(),
                 parameters: c.attributes.parameters,
                 multiply_adds: c.attributes.multiply_adds,
                 is_default: router.is_default(c),

@@ -16,6 +16,8 @@ const MAX_TOP_K: u32 = 1000;
 const MAX_DETECTIONS: u32 = 1000;
 /// The longest latency budget `model=auto` takes: ten minutes, past any deadline a client would set.
 const MAX_LATENCY_BUDGET_MS: u32 = 600_000;
+/// Dataset names are short identifiers (`imagenet`, `inat_birds`); longer ones are refused, not echoed.
+const MAX_DATASET_CHARS: usize = 64;
 
 /// A request's options once validated, from a query string or a gRPC message: which variant, the task's
 /// options, and (segmentation) whether the mask is wanted as PNG.
@@ -85,13 +87,14 @@ pub fn mask_format(name: &str) -> Result<bool> {
     }
 }
 
-/// Checks the routing attributes; an empty model name or precision means "not set". A latency budget is
-/// read only with `model=auto`, which picks the variant by it.
+/// Checks the routing attributes; an empty model name, precision or dataset means "not set". A latency
+/// budget is read only with `model=auto`, which picks the variant by it.
 pub fn selector(
     model: Option<String>,
     width: Option<f32>,
     resolution: Option<u32>,
     precision: Option<String>,
+    dataset: Option<String>,
     latency_budget_ms: Option<u32>,
 ) -> Result<Selector> {
     if let Some(w) = width.filter(|w| !(w.is_finite() && *w > 0.0)) {
@@ -109,6 +112,21 @@ pub fn selector(
         .filter(|p| !matches!(p.to_ascii_lowercase().as_str(), "float32" | "int8"))
     {
         return Err(bad("precision", format!("{p:?} is not float32 or int8")));
+    }
+    let dataset = dataset.filter(|d| !d.is_empty());
+    if let Some(d) = dataset.as_deref().filter(|d| {
+        d.len() > MAX_DATASET_CHARS
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
+        let shown: String = d.chars().take(MAX_DATASET_CHARS).collect();
+        return Err(bad(
+            "dataset",
+            format!(
+                "{shown:?} is not a dataset name (letters, digits, _ and -, at most {MAX_DATASET_CHARS})"
+            ),
+        ));
     }
     let model = model.filter(|m| !m.is_empty());
     if let Some(budget) = latency_budget_ms {
@@ -130,6 +148,7 @@ pub fn selector(
         width,
         resolution,
         precision,
+        dataset,
         latency_budget: latency_budget_ms.map(|ms| Duration::from_millis(ms.into())),
     })
 }
@@ -157,10 +176,20 @@ mod tests {
         assert!(detect(Some(1.5), None, None).is_err());
         assert!(detect(None, Some(f32::NAN), None).is_err());
         assert!(detect(None, None, Some(0)).is_err());
-        assert!(selector(None, Some(-1.0), None, None, None).is_err());
-        assert!(selector(None, None, None, Some("fp16".into()), None).is_err());
+        assert!(selector(None, Some(-1.0), None, None, None, None).is_err());
+        assert!(selector(None, None, None, Some("fp16".into()), None, None).is_err());
+        assert!(selector(None, None, None, None, Some("in at".into()), None).is_err());
+        assert!(selector(None, None, None, None, Some("x".repeat(65)), None).is_err());
         assert!(mask_format("svg").is_err());
         assert!(mask_format("7").is_err());
+    }
+
+    #[test]
+    fn an_empty_dataset_is_unset() {
+        let named = selector(None, None, None, None, Some("inat_birds".into()), None).unwrap();
+        assert_eq!(named.dataset.as_deref(), Some("inat_birds"));
+        let empty = selector(None, None, None, None, Some(String::new()), None).unwrap();
+        assert_eq!(empty.dataset, None);
     }
 
     #[test]
@@ -174,15 +203,16 @@ mod tests {
     #[test]
     fn a_latency_budget_goes_with_auto_only() {
         let auto = || Some(AUTO.to_string());
-        let s = selector(auto(), None, None, None, Some(40)).unwrap();
+        let s = selector(auto(), None, None, None, None, Some(40)).unwrap();
         assert_eq!(s.latency_budget, Some(Duration::from_millis(40)));
         assert!(s.is_auto());
-        assert!(selector(auto(), None, None, None, Some(0)).is_err());
-        assert!(selector(auto(), None, None, None, Some(600_001)).is_err());
-        assert!(selector(None, None, None, None, Some(40)).is_err());
+        assert!(selector(auto(), None, None, None, None, Some(0)).is_err());
+        assert!(selector(auto(), None, None, None, None, Some(600_001)).is_err());
+        assert!(selector(None, None, None, None, None, Some(40)).is_err());
         assert!(
             selector(
                 Some("mobilenet_v2_1.0_224".into()),
+                None,
                 None,
                 None,
                 None,
@@ -191,7 +221,7 @@ mod tests {
             .is_err()
         );
         assert_eq!(
-            selector(auto(), None, None, None, None)
+            selector(auto(), None, None, None, None, None)
                 .unwrap()
                 .latency_budget,
             None

@@ -94,6 +94,10 @@ pub struct Attributes {
     pub width: f32,
     pub resolution: u32,
     pub precision: String,
+    /// The label set the answers are in (`imagenet`, `inat_birds`, `coco`, `pascal_voc`, ...): routing by
+    /// attributes never leaves the task default's dataset unless the request names another.
+    #[serde(default)]
+    pub dataset: String,
     #[serde(default)]
     pub parameters: u64,
     #[serde(default)]

@@ -1,8 +1,10 @@
 //! Variant routing: a request names a variant exactly, or names only its task plus trade-off attributes
-//! (width, resolution, precision) and the router picks among the task's variants. Unset attributes match
-//! anything; ties go to the task's default, then to the cheapest in multiply-adds. With `model=auto` the
-//! router gives the task's ladder instead (best quality first), and the service picks from it by latency
-//! (`auto`).
+//! (width, resolution, precision, dataset) and the router picks among the task's variants. Unset attributes
+//! match anything, except the dataset: without one, only the variants of the task default's dataset are
+//! candidates, so that asking for `precision=int8` never gets an ImageNet client a bird classifier. Ties go
+//! to the task's default, then to the cheapest in multiply-adds, then to the higher place in the `auto`
+//! ladder (the better quality figure). With `model=auto` the router gives the task's ladder instead (best
+//! quality first), and the service picks from it by latency (`auto`).
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use crate::{
@@ -20,6 +22,8 @@ pub struct Selector {
     pub width: Option<f32>,
     pub resolution: Option<u32>,
     pub precision: Option<String>,
+    /// The label set (`dataset` in config.json); unset means the task default's, when no model is named.
+    pub dataset: Option<String>,
     /// With `model=auto`: the end-to-end time the answer should take (else the request's deadline).
     pub latency_budget: Option<Duration>,
 }
@@ -40,6 +44,9 @@ impl Selector {
         if let Some(p) = &self.precision {
             parts.push(format!("precision={p}"));
         }
+        if let Some(d) = &self.dataset {
+            parts.push(format!("dataset={d}"));
+        }
         parts.join(", ")
     }
 
@@ -51,6 +58,10 @@ impl Selector {
                 .precision
                 .as_deref()
                 .is_none_or(|p| p.eq_ignore_ascii_case(&c.attributes.precision))
+            && self
+                .dataset
+                .as_deref()
+                .is_none_or(|d| d.eq_ignore_ascii_case(&c.attributes.dataset))
     }
 }
 
@@ -67,7 +78,9 @@ pub struct Router<M> {
 
 impl<M: AsRef<VariantConfig>> Router<M> {
     /// `defaults` may name variants that are not loaded (a `--models` subset): such a task falls back to its
-    /// cheapest loaded variant.
+    /// cheapest loaded variant of the `auto` ladder, which holds only the default's dataset, else to its
+    /// cheapest loaded variant (so a subset without the ImageNet default still defaults to ImageNet when
+    /// it can, not to a cheaper bird classifier).
     /// `ladders` may name variants that are not loaded: `auto` skips them.
     pub fn new(
         models: Vec<Arc<M>>,
@@ -86,11 +99,16 @@ impl<M: AsRef<VariantConfig>> Router<M> {
             if defaults.contains_key(&task) {
                 continue;
             }
+            let in_ladder = |c: &VariantConfig| {
+                ladders
+                    .get(&task)
+                    .is_some_and(|ladder| ladder.contains(&c.name))
+            };
             if let Some(cheapest) = models
                 .iter()
                 .map(cfg)
                 .filter(|c| c.task == task)
-                .min_by_key(|c| c.attributes.multiply_adds)
+                .min_by_key(|c| (!in_ladder(c), c.attributes.multiply_adds))
             {
                 defaults.insert(task, cheapest.name.clone());
             }
@@ -118,6 +136,23 @@ impl<M: AsRef<VariantConfig>> Router<M> {
             .position(|name| *name == config.name)
     }
 
+    /// The dataset a request for `task` that names none stays within: the task default's.
+    fn default_dataset(&self, task: Task) -> Option<&str> {
+        let default = self.defaults.get(&task)?;
+        let config = self.models.iter().map(cfg).find(|c| c.name == *default)?;
+        Some(&config.attributes.dataset)
+    }
+
+    /// Whether `config` is one of `task`'s candidates for routing by attributes.
+    fn candidate(&self, task: Task, selector: &Selector, config: &VariantConfig) -> bool {
+        config.task == task
+            && selector.matches(config)
+            && (selector.dataset.is_some()
+                || self
+                    .default_dataset(task)
+                    .is_none_or(|d| d == config.attributes.dataset))
+    }
+
     /// For `model=auto`: the ladder's variants that match the selector's attributes, best first.
     pub fn auto_candidates(&self, task: Task, selector: &Selector) -> Result<Vec<Arc<M>>> {
         let candidates: Vec<Arc<M>> = self
@@ -126,7 +161,7 @@ impl<M: AsRef<VariantConfig>> Router<M> {
             .into_iter()
             .flatten()
             .filter_map(|name| self.models.iter().find(|m| cfg(m).name == *name))
-            .filter(|m| selector.matches(cfg(m)))
+            .filter(|m| self.candidate(task, selector, cfg(m)))
             .cloned()
             .collect();
         if candidates.is_empty() {
@@ -172,11 +207,12 @@ impl<M: AsRef<VariantConfig>> Router<M> {
         let default = self.defaults.get(&task);
         self.models
             .iter()
-            .filter(|m| cfg(m).task == task && selector.matches(cfg(m)))
+            .filter(|m| self.candidate(task, selector, cfg(m)))
             .min_by_key(|m| {
                 (
                     Some(&cfg(m).name) != default,
                     cfg(m).attributes.multiply_adds,
+                    self.auto_rank(cfg(m)).unwrap_or(usize::MAX),
                 )
             })
             .cloned()
@@ -211,6 +247,18 @@ mod tests {
         precision: &str,
         macs: u64,
     ) -> Arc<M> {
+        in_dataset(name, task, width, resolution, precision, macs, "imagenet")
+    }
+
+    fn in_dataset(
+        name: &str,
+        task: Task,
+        width: f32,
+        resolution: u32,
+        precision: &str,
+        macs: u64,
+        dataset: &str,
+    ) -> Arc<M> {
         Arc::new(M(VariantConfig {
             name: name.into(),
             task,
@@ -221,6 +269,7 @@ mod tests {
                 width,
                 resolution,
                 precision: precision.into(),
+                dataset: dataset.into(),
                 parameters: 0,
                 multiply_adds: macs,
             },
@@ -243,9 +292,14 @@ mod tests {
     fn router() -> Router<M> {
         let models = vec![
             variant("c_224_f", Task::Classification, 1.0, 224, "float32", 300),
+            // The same cost as c_224_q and listed before it, but after it in the ladder.
+            variant("c_224_q_pc", Task::Classification, 1.0, 224, "int8", 300),
             variant("c_224_q", Task::Classification, 1.0, 224, "int8", 300),
             variant("c_96_05", Task::Classification, 0.5, 96, "float32", 20),
             variant("s_513", Task::Segmentation, 1.0, 513, "int8", 2000),
+            // Cheaper than everything above for int8 224: routing by attributes must still not reach it
+            // without dataset=birds.
+            in_dataset("birds", Task::Classification, 1.0, 224, "int8", 10, "birds"),
         ];
         Router::new(
             models,
@@ -256,6 +310,7 @@ mod tests {
                     "c_224_f".to_string(),
                     "c_unloaded".to_string(),
                     "c_224_q".to_string(),
+                    "c_224_q_pc".to_string(),
                     "c_96_05".to_string(),
                 ],
             )]),
@@ -314,6 +369,65 @@ mod tests {
     }
 
     #[test]
+    fn attributes_stay_within_the_default_dataset_unless_one_is_named() {
+        let int8 = Selector {
+            precision: Some("int8".into()),
+            ..Default::default()
+        };
+        assert_eq!(select(int8.clone()).unwrap(), "c_224_q");
+        let birds = Selector {
+            dataset: Some("birds".into()),
+            ..Default::default()
+        };
+        assert_eq!(select(birds.clone()).unwrap(), "birds");
+        let birds_int8 = Selector {
+            dataset: Some("BIRDS".into()),
+            ..int8
+        };
+        assert_eq!(select(birds_int8).unwrap(), "birds");
+        let birds_float = Selector {
+            precision: Some("float32".into()),
+            ..birds
+        };
+        assert!(matches!(
+            select(birds_float),
+            Err(Error::NoMatchingVariant { .. })
+        ));
+        let named = Selector {
+            model: Some("birds".into()),
+            ..Default::default()
+        };
+        assert_eq!(select(named).unwrap(), "birds", "a name needs no dataset");
+        let named_elsewhere = Selector {
+            model: Some("birds".into()),
+            dataset: Some("imagenet".into()),
+            ..Default::default()
+        };
+        assert!(select(named_elsewhere).is_err());
+        let auto_birds = Selector {
+            model: Some(AUTO.into()),
+            dataset: Some("birds".into()),
+            ..Default::default()
+        };
+        assert!(
+            router()
+                .auto_candidates(Task::Classification, &auto_birds)
+                .is_err(),
+            "auto picks only from the ladder, which holds the default's dataset"
+        );
+    }
+
+    #[test]
+    fn equal_cost_goes_to_the_higher_place_in_the_ladder() {
+        let int8_224 = Selector {
+            precision: Some("int8".into()),
+            resolution: Some(224),
+            ..Default::default()
+        };
+        assert_eq!(select(int8_224).unwrap(), "c_224_q");
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         assert!(matches!(
             select(Selector {
@@ -339,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn missing_default_falls_back_to_the_ladder_first() {
+        let models = vec![
+            in_dataset("birds", Task::Classification, 1.0, 224, "int8", 10, "birds"),
+            variant("c_224_q", Task::Classification, 1.0, 224, "int8", 300),
+        ];
+        let r = Router::new(
+            models,
+            HashMap::from([(Task::Classification, "c_224_f".to_string())]),
+            HashMap::from([(
+                Task::Classification,
+                vec!["c_224_f".to_string(), "c_224_q".to_string()],
+            )]),
+        );
+        let s = r
+            .select(Task::Classification, &Selector::default())
+            .unwrap();
+        assert_eq!(s.0.name, "c_224_q", "not the cheaper bird classifier");
+    }
+
+    #[test]
     fn missing_default_falls_back_to_cheapest() {
         let r = router();
         let s = r.select(Task::Segmentation, &Selector::default()).unwrap();
@@ -360,19 +494,22 @@ mod tests {
             model: Some(AUTO.into()),
             ..Default::default()
         };
-        assert_eq!(names(&auto), ["c_224_f", "c_224_q", "c_96_05"]);
+        assert_eq!(
+            names(&auto),
+            ["c_224_f", "c_224_q", "c_224_q_pc", "c_96_05"]
+        );
         let float_only = Selector {
             precision: Some("float32".into()),
             ..auto.clone()
         };
         assert_eq!(names(&float_only), ["c_224_f", "c_96_05"]);
         assert_eq!(
-            r.auto_rank(&r.models()[2].0),
-            Some(2),
-            "c_96_05 after the loaded two"
+            r.auto_rank(&r.models()[3].0),
+            Some(3),
+            "c_96_05 after the loaded three"
         );
         assert_eq!(
-            r.auto_rank(&r.models()[3].0),
+            r.auto_rank(&r.models()[4].0),
             None,
             "segmenter has no ladder"
         );

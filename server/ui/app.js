@@ -21,13 +21,20 @@ function vocColor(i) {
 }
 
 function describe(m) {
-  const parts = [`width ${m.width}`, `${m.resolution} px`, m.precision, `${Math.round(m.multiply_adds / 1e6)}M MAdds`];
+  const parts = [m.dataset, `width ${m.width}`, `${m.resolution} px`, m.precision, `${Math.round(m.multiply_adds / 1e6)}M MAdds`].filter(Boolean);
   if (m.quality) parts.push(`${m.quality.metric} ${m.quality.value}`);
   return `${m.name}: ${parts.join(', ')}`;
 }
 
 function modelsOf(task) {
   return state.models.filter((m) => m.task === task);
+}
+
+// The variant the picker stands for: the one named, else the task's default (also for `auto`).
+function pickedModel() {
+  const value = $('variant').value;
+  const models = modelsOf($('task').value);
+  return models.find((m) => m.name === value) || models.find((m) => m.is_default);
 }
 
 async function loadModels() {
@@ -56,7 +63,7 @@ function fillVariants() {
 function variantChanged() {
   const value = $('variant').value;
   $('budget-field').hidden = value !== 'auto';
-  const model = state.models.find((m) => m.name === (value || modelsOf($('task').value).find((x) => x.is_default)?.name));
+  const model = pickedModel();
   $('variant-info').textContent = value === 'auto'
     ? 'The server picks the most accurate variant it predicts will answer within the budget, under its current load.'
     : model ? [model.description, model.parameters && `${(model.parameters / 1e6).toFixed(1)}M parameters`].filter(Boolean).join('. ') : '';
@@ -261,7 +268,9 @@ async function compare() {
   body.replaceChildren();
   table.hidden = false;
   $('compare').disabled = true;
-  const ranked = [...modelsOf(task)].sort((a, b) => (a.auto_rank ?? 99) - (b.auto_rank ?? 99) || a.name.localeCompare(b.name));
+  // Within one label set: a bird classifier's answer says nothing about an ImageNet one's.
+  const dataset = pickedModel()?.dataset;
+  const ranked = modelsOf(task).filter((m) => m.dataset === dataset).sort((a, b) => (a.auto_rank ?? 99) - (b.auto_rank ?? 99) || a.name.localeCompare(b.name));
   for (const m of ranked) {
     const tr = document.createElement('tr');
     const cell = (text) => Object.assign(document.createElement('td'), { textContent: text });

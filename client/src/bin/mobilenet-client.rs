@@ -101,6 +101,9 @@ struct Input {
     /// float32 or int8.
     #[arg(long)]
     precision: Option<String>,
+    /// The label set: imagenet (the default classifiers'), inat_birds, inat_insects, coco, pascal_voc.
+    #[arg(long)]
+    dataset: Option<String>,
     /// With `--model auto`: the time (ms) each answer should take; the server picks the best variant that
     /// fits it now, or refuses at once.
     #[arg(long)]
@@ -114,6 +117,7 @@ impl Input {
             width: self.width,
             resolution: self.resolution,
             precision: self.precision.clone(),
+            dataset: self.dataset.clone(),
             latency_budget_ms: self.latency_budget_ms,
         }
     }

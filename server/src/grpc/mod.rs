@@ -63,6 +63,7 @@ fn selector(selector: &Option<pb::ModelSelector>) -> Result<crate::routing::Sele
         s.width,
         s.resolution,
         Some(s.precision),
+        Some(s.dataset),
         s.latency_budget_ms,
     )
 }
@@ -169,6 +170,7 @@ fn model_info(m: ModelInfo) -> pb::ModelInfo {
         width: m.width,
         resolution: m.resolution,
         precision: m.precision,
+        dataset: m.dataset,
         parameters: m.parameters,
         multiply_adds: m.multiply_adds,
         is_default: m.is_default,

@@ -130,11 +130,12 @@ fn body_error(e: axum::Error, limit: usize) -> Error {
     Error::BadRequest(format!("could not read the body: {e}"))
 }
 
-const SELECTOR_KEYS: [&str; 5] = [
+const SELECTOR_KEYS: [&str; 6] = [
     "model",
     "width",
     "resolution",
     "precision",
+    "dataset",
     "latency_budget_ms",
 ];
 
@@ -153,6 +154,7 @@ pub fn options(task: Task, query: Option<&str>) -> Result<RequestOptions> {
         q.parsed("width")?,
         q.parsed("resolution")?,
         q.string("precision"),
+        q.string("dataset"),
         q.parsed("latency_budget_ms")?,
     )?;
     let (task, png) = match task {
