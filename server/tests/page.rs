@@ -33,6 +33,22 @@ async fn the_page_and_its_assets_are_served_unless_turned_off() {
         assert!(media_type.starts_with(kind), "{path}: {media_type}");
         assert!(!body.is_empty(), "{path}");
     }
+    // The bundled samples are the photos of server/ui/samples, byte for byte; other names are unknown routes.
+    let sample = reqwest::get(on.url("/ui/samples/burger.jpg"))
+        .await
+        .unwrap();
+    assert_eq!(sample.status(), 200);
+    assert_eq!(sample.headers()["content-type"], "image/jpeg");
+    let bytes = sample.bytes().await.unwrap();
+    let on_disk = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/samples/burger.jpg"),
+    )
+    .unwrap();
+    assert_eq!(bytes.as_ref(), on_disk.as_slice());
+    let (status, media_type, _) = get(&on, "/ui/samples/../../Cargo.toml").await;
+    assert_eq!(status, 404);
+    assert!(media_type.starts_with("application/json"), "{media_type}");
+    assert_eq!(get(&on, "/ui/samples/nope.jpg").await.0, 404);
     // The page's script calls the API by these paths.
     let (_, _, script) = get(&on, "/ui/app.js").await;
     for path in ["/v1/models", "/metrics", "/v1/${ENDPOINT[task]}"] {

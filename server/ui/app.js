@@ -109,6 +109,20 @@ async function setFile(file) {
   $('compare').disabled = false;
 }
 
+// A bundled sample (embedded in the server): loaded as if the person had picked the file, with the task it
+// shows best.
+async function useSample(button) {
+  const name = button.dataset.sample;
+  const res = await fetch(`/ui/samples/${name}`);
+  if (!res.ok) return showError(`the sample could not be loaded (HTTP ${res.status})`);
+  const file = new File([await res.blob()], name, { type: 'image/jpeg' });
+  if (modelsOf(button.dataset.task).length && $('task').value !== button.dataset.task) {
+    $('task').value = button.dataset.task;
+    fillVariants();
+  }
+  await setFile(file);
+}
+
 function requestUrl(task, variant) {
   const params = new URLSearchParams();
   if (variant) params.set('model', variant);
@@ -345,6 +359,9 @@ async function refreshLive() {
 
 function wire() {
   $('file').addEventListener('change', (e) => setFile(e.target.files[0]));
+  for (const button of document.querySelectorAll('#samples button')) {
+    button.addEventListener('click', () => useSample(button));
+  }
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));

@@ -1,21 +1,37 @@
-//! The page at `/`: a person tries every model in a browser (upload a photo, pick a task and a variant, see the
-//! classes, boxes and mask drawn, compare variants, watch the server's load). Three static files, embedded in
-//! the binary so the page works offline and needs no build step; they call the native HTTP API like any client.
-//! `--ui false` leaves `/` unrouted.
+//! The page at `/`: a person tries every model in a browser (upload a photo or pick a bundled sample, pick a
+//! task and a variant, see the classes, boxes and mask drawn, compare variants, watch the server's load).
+//! Three static files and three sample photos, embedded in the binary so the page works offline and needs no
+//! build step; the page calls the native HTTP API like any client. `--ui false` leaves `/` unrouted.
 use axum::{
     Router,
-    http::{HeaderValue, header},
+    extract::Path,
+    http::{HeaderValue, Method, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+
+use super::handlers;
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const SCRIPT: &str = include_str!("../../ui/app.js");
 const STYLE: &str = include_str!("../../ui/style.css");
 
+/// The photos the page offers (server/ui/samples/README.md: what they show, their licence).
+const SAMPLES: [(&str, &[u8]); 3] = [
+    ("burger.jpg", include_bytes!("../../ui/samples/burger.jpg")),
+    (
+        "cats_and_dogs.jpg",
+        include_bytes!("../../ui/samples/cats_and_dogs.jpg"),
+    ),
+    (
+        "segmentation_input_rotation0.jpg",
+        include_bytes!("../../ui/samples/segmentation_input_rotation0.jpg"),
+    ),
+];
+
 /// One embedded file with its media type. `no-cache`: a browser revalidates after an upgrade rather than
 /// running an older script against a newer API.
-fn asset(body: &'static str, media_type: &'static str) -> Response {
+fn asset(body: impl IntoResponse, media_type: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(media_type)),
@@ -41,4 +57,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/ui/style.css",
             get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
         )
+        .route("/ui/samples/{name}", get(sample))
+}
+
+/// A bundled sample by its file name; any other name is an unknown route, answered and counted as one.
+async fn sample(Path(name): Path<String>, method: Method, uri: Uri) -> Response {
+    match SAMPLES.iter().find(|(file, _)| *file == name) {
+        Some((_, bytes)) => asset(*bytes, "image/jpeg"),
+        None => handlers::unknown_route(method, uri).await.into_response(),
+    }
 }

@@ -105,10 +105,11 @@ def test_the_page_is_usable_from_the_keyboard(page):
     page.reload()  # focus starts from the top of the page
     expect(page.locator("#task option")).to_have_count(3)
     order = []
-    for _ in range(3):
+    for _ in range(6):
         page.keyboard.press("Tab")
-        order.append(page.evaluate("document.activeElement.id"))
-    assert order == ["file", "task", "variant"], order
+        order.append(page.evaluate("document.activeElement.id || document.activeElement.dataset.sample"))
+    assert order == ["file", "burger.jpg", "cats_and_dogs.jpg", "segmentation_input_rotation0.jpg", "task",
+                     "variant"], order
     page.keyboard.press("End")  # the last variant of the list, chosen from the keyboard
     assert page.eval_on_selector("#variant", "e => e.value") == CLASSIFIER
     page.set_input_files("#file", str(images_dir() / "parrot.jpg"))
@@ -129,3 +130,14 @@ def test_the_page_fits_a_phone(page):
         shoot(page, "phone")
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_a_bundled_sample_runs_without_a_file_of_ones_own(page, server):
+    page.select_option("#task", "segmentation")
+    page.click("#samples button[data-sample='burger.jpg']")
+    # The sample picks the task it shows best, and the default variant.
+    expect(page.locator("#task")).to_have_value("classification")
+    expect(page.locator("#file-name")).to_have_text("burger.jpg")
+    page.click("#run")
+    expected = native(server, "/v1/classify?top_k=5", "burger.jpg")["classes"][0]["label"]
+    expect(page.locator("#classes li .label").first).to_have_text(expected)
