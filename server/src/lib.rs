@@ -154,31 +154,27 @@ pub async fn run(
     };
     let (reflection, reflection_v1alpha) =
         (reflection().build_v1()?, reflection().build_v1alpha()?);
-    // Outermost, so that a call refused from its head holds none of the body budget.
+    // Outermost, so that a call refused from its head holds none of the body budget; it also counts what tonic
+    // refuses of an admitted call before the method runs (grpc::unreached).
     let head_admission = grpc::head::HeadAdmissionLayer {
         service: service.clone(),
     };
-    // Inside head admission, which counts its own refusals; outside tonic, whose refusals it counts.
     let inference = head_admission.layer(
-        grpc::unreached::UnreachedLayer.layer(
-            body_limits.layer().layer(
-                InferenceServer::new(GrpcService {
-                    service: service.clone(),
-                })
-                .max_decoding_message_size(config.max_body_bytes),
-            ),
+        body_limits.layer().layer(
+            InferenceServer::new(GrpcService {
+                service: service.clone(),
+            })
+            .max_decoding_message_size(config.max_body_bytes),
         ),
     );
     // The Open Inference Protocol, under the same body limits and head admission (its head names no model:
     // a call is refused from it only when every model would refuse it).
     let oip = head_admission.layer(
-        grpc::unreached::UnreachedLayer.layer(
-            body_limits.layer().layer(
-                grpc::oip::GrpcInferenceServiceServer::new(grpc::oip::OipService {
-                    service: service.clone(),
-                })
-                .max_decoding_message_size(config.max_body_bytes),
-            ),
+        body_limits.layer().layer(
+            grpc::oip::GrpcInferenceServiceServer::new(grpc::oip::OipService {
+                service: service.clone(),
+            })
+            .max_decoding_message_size(config.max_body_bytes),
         ),
     );
     // HTTP/2's defaults (16 KiB frames, 1 MiB of window per connection) cut a 600 KB photo into ~40 frames

@@ -6,16 +6,23 @@
 //! method, so the task, and `grpc-timeout`; the model selector is in the message. The call is refused here
 //! when every model of the task would refuse it ([`Service::refuse_from_head`]): whichever one it names
 //! would refuse it too. The answer is a trailers-only response with the status `infer` would have given.
+//!
+//! An admitted call is followed back: what tonic refuses before the method runs is counted by
+//! [`unreached`].
 use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use axum::http::{Request, Response};
 use tower_service::Service as TowerService;
 
-use super::deadline_from_timeout;
+use super::{
+    deadline_from_timeout,
+    unreached::{self, Reached},
+};
 use crate::{
     repository::Task,
     service::{Protocol, Service},
@@ -24,13 +31,13 @@ use crate::{
 /// Which models a method that takes an image may be sent to: those of one task, or (the Open Inference
 /// Protocol's `ModelInfer`, whose model is named in the message) any.
 #[derive(Debug, PartialEq)]
-pub(super) enum Target {
+enum Target {
     Task(Task),
     AnyModel,
 }
 
 impl Target {
-    pub(super) fn task(&self) -> Option<Task> {
+    fn task(&self) -> Option<Task> {
         match self {
             Target::Task(task) => Some(*task),
             Target::AnyModel => None,
@@ -39,7 +46,7 @@ impl Target {
 }
 
 /// The models an image method may be sent to; `None` for every other method.
-pub(super) fn target_of(path: &str) -> Option<Target> {
+fn target_of(path: &str) -> Option<Target> {
     if path == "/inference.GRPCInferenceService/ModelInfer" {
         return Some(Target::AnyModel);
     }
@@ -93,26 +100,32 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Some(target) = target_of(request.uri().path()) {
-            let task = target.task();
-            let deadline = request
-                .headers()
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(deadline_from_timeout);
-            let judged = self
-                .service
-                .refuse_from_head(task, None, deadline, Protocol::Grpc);
-            if let Err(error) = judged {
-                let status: tonic::Status = error.into();
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
-        }
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The service that was polled ready serves this request; a clone takes its place (tower's rule).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(inner.call(request))
+        let Some(target) = target_of(request.uri().path()) else {
+            return Box::pin(inner.call(request));
+        };
+        let task = target.task();
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(deadline_from_timeout);
+        let judged = self
+            .service
+            .refuse_from_head(task, None, deadline, Protocol::Grpc);
+        if let Err(error) = judged {
+            let status: tonic::Status = error.into();
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        // Admitted: whatever tonic refuses before the method runs is counted on the way back.
+        let reached = Reached::default();
+        request.extensions_mut().insert(reached.clone());
+        let start = Instant::now();
+        let answer = inner.call(request);
+        Box::pin(async move { Ok(unreached::answer(task, &reached, start, answer.await?)) })
     }
 }
 
