@@ -12,7 +12,7 @@
 #   qemu-user                               qemu-aarch64
 #   onnxruntime==<pinned> manylinux aarch64 `pip download --platform manylinux_2_28_aarch64`
 # A sysroot for `qemu-aarch64 -L` maps /lib to the cross libraries and holds an ARM /proc/cpuinfo: qemu 7.2 passes
-# the host's x86 /proc/cpuinfo through, which ONNX Runtime's cpuinfo cannot parse as an ARM one (see README).
+# the host's x86 /proc/cpuinfo through, which ONNX Runtime's cpuinfo cannot parse as an ARM one (docs/ci.md).
 # Only a small model set is served (ARM64_MODELS), since emulation is some 10-50x slower than native.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,7 @@
 # needs the same. Results go to $E2E_OUT/e2e-arm64.txt.
 #
 # qemu 7.2 shows the host's x86 /proc/cpuinfo to the guest and ONNX Runtime's cpuinfo then crashes while loading a
-# model (README "ARM64"). runc lets a file be bind-mounted over /proc/cpuinfo (it allows that path for lxcfs), so
+# model (docs/ci.md). runc lets a file be bind-mounted over /proc/cpuinfo (it allows that path for lxcfs), so
 # the container gets an ARM one (two Neoverse-N1 cores, as in scripts/arm64-check.sh).
 # Emulation is some 10-50x slower than native, so only a few classification variants are served (ARM64_MODELS).
 set -euo pipefail

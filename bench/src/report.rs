@@ -1,4 +1,4 @@
-//! The benchmark's figures, and the markdown tables they are printed as (ready to paste into the README).
+//! The benchmark's figures, and the markdown tables they are printed as (ready to paste into docs/performance.md).
 
 use mobilenet_serve::config::ModelKnobs;
 use mobilenet_serve::repository::Task;

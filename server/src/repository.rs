@@ -85,7 +85,7 @@ pub enum SessionLayout {
     Shared,
     /// One single-threaded session per CPU, side by side, plus a solo session on every CPU for lone
     /// requests: no operator waits for the slower half of an intra-op split, which served 14-60% more
-    /// images/s for the classifiers and the detector (README, Benchmark).
+    /// images/s for the classifiers and the detector (docs/performance.md).
     PerCpu,
 }
 
