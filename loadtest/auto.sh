@@ -4,8 +4,8 @@
 # a markdown report under loadtest/results/<time>-auto/: goodput (answers within the budget per second), the
 # shares answered late and refused, and the share each variant served.
 #
-# Environment (defaults): TASK (classify, or segment; detection has one variant in its ladder), BUDGET_MS (50 for
-# classify, 250 for segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
+# Environment (defaults): TASK (classify, detect or segment), BUDGET_MS (50 for classify, 100 for detect, 250 for
+# segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
 # CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), CHEAPEST_CAPACITY (the
 # same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the task's default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
 set -euo pipefail
@@ -17,8 +17,9 @@ source "$ROOT/loadtest/common.sh"
 TASK=${TASK:-classify}
 case $TASK in
   classify) kind=classification default_budget=50 ;;
+  detect) kind=detection default_budget=100 ;;
   segment) kind=segmentation default_budget=250 ;;
-  *) echo "auto.sh: TASK must be classify or segment, not $TASK" >&2; exit 2 ;;
+  *) echo "auto.sh: TASK must be classify, detect or segment, not $TASK" >&2; exit 2 ;;
 esac
 BUDGET_MS=${BUDGET_MS:-$default_budget}
 LEVELS=${LEVELS:-0.5 1 2 3}

@@ -23,6 +23,8 @@ def row(s):
         'late_in_server': share(s.get('late_in_server', 0)),
         'outside': s.get('outside_server_ms') or {},
         'late_phases': s.get('late_phases_median_ms') or {},
+        'late_by_model': {m: (n, n / s['served'][m]) for m, n in (s.get('late_in_server_by_model') or {}).items()
+                          if n and s['served'].get(m)},
     }
 
 
@@ -76,6 +78,10 @@ def main(results, flagship, cheapest):
             f"not judged: {runs[(level, 'auto')]['offered']:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
         print(f"- auto's answers over budget at {level:g}x: {pct(late)} (goal at most 1% while the load is within the "
               f"cheapest variant's capacity): {verdict}")
+        by_model = runs[(level, 'auto')]['late_by_model']
+        if by_model:
+            print(f"  - late in the server, by variant (count, share of its answers): "
+                  + ', '.join(f'{m} {n} ({pct(v)})' for m, (n, v) in sorted(by_model.items(), key=lambda kv: -kv[1][0])))
 
 
 if __name__ == '__main__':

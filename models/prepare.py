@@ -179,10 +179,12 @@ def quality_of(v: dict, record: dict, reference_images: int) -> dict | None:
     key = q["measured"]
     value = next((c[key] for c in record["checks"] if key in c), None)
     spec = v.get("verify", {})
-    other = spec.get("compare_top1_with") or spec.get("compare_mask_with")
+    other = spec.get("compare_top1_with") or spec.get("compare_mask_with") or spec.get("compare_detections_with")
     if value is None or other is None:
         raise PrepareError(v["name"], f"quality: verification measured no {key} against another variant")
-    what = {"top1_agreement": "top-1 agreement"}.get(key, key.replace("_", " "))
+    what = {"top1_agreement": "top-1 agreement", "detection_f1": "detection F1"}.get(key, key.replace("_", " "))
+    if "compare_detections_with" in spec:  # a reference.json key, not a variant: the default's upstream answers
+        other = f"the reference detections (reference.json `{other}`)"
     return {"metric": f"{what} with {other} on the {reference_images} reference images (%)",
             "value": round(100 * value, 1), "source": "measured by make models (models/verify.py)"}
 

@@ -281,6 +281,30 @@ def check_graphdef_detection(sess, cfg, ref, labels, pb_path, image_tensor) -> R
     return _compare(sess, cfg, ref, labels, wanted, "TensorFlow graph", 0.6)
 
 
+def detection_agreement(sess, cfg, ref, labels, key) -> Result:
+    """How far this detector agrees with the task default's detections in reference.json (`key`): F1 over both
+    sets, with the reference's own rule on each side (score > 0.4, per-class NMS at IoU 0.5) and a pair counted
+    when the labels are equal and the boxes overlap at IoU >= 0.5, each reference box used once, the surest
+    first. Informative only: a cheaper detector is expected to differ, and the figure ranks it for `auto`."""
+    x = images.batch([ref.path(n) for n in ref.names], cfg["input"])
+    out = run(sess, x)
+    matched = ours_total = theirs_total = 0
+    for i, n in enumerate(ref.names):
+        theirs = [(d["label"], np.asarray(d["box_xyxy_norm"])) for d in ref.data[n][key]]
+        ours = sorted(detect(cfg, out, i, min_score=0.4, nms_iou=0.5), key=lambda d: -d[1])
+        ours_total, theirs_total = ours_total + len(ours), theirs_total + len(theirs)
+        free = list(range(len(theirs)))
+        for c, _, box in ours:
+            hits = [j for j in free if theirs[j][0] == labels[c] and float(_iou(box, theirs[j][1][None])[0]) >= 0.5]
+            if hits:
+                free.remove(hits[0])
+                matched += 1
+    f1 = 2 * matched / max(ours_total + theirs_total, 1)
+    return Result("agreement", True, f"detection F1 {f1:.2f} against the {key} reference ({matched} pairs of "
+                  f"{ours_total} ours and {theirs_total} reference detections, score > 0.4, same label, IoU >= 0.5; "
+                  "informative only)", fatal=False, data={"detection_f1": f1})
+
+
 # ---- segmentation ------------------------------------------------------------------------------------------------
 def class_maps(sess, cfg, ref) -> dict:
     x = images.batch([ref.path(n) for n in ref.names], cfg["input"])
@@ -345,6 +369,8 @@ def run_checks(v, cfg, model_path, labels, source, settings, top1_cache) -> list
             results.append(check_tflite_detection(sess, cfg, ref, labels, source))
         elif spec.get("upstream") == "graphdef_detection":
             results.append(check_graphdef_detection(sess, cfg, ref, labels, source, spec["image_tensor"]))
+        if "compare_detections_with" in spec:
+            results.append(detection_agreement(sess, cfg, ref, labels, spec["compare_detections_with"]))
     elif task == "segmentation":
         if "reference" in spec:
             results.append(check_segmentation_reference(sess, cfg, ref, spec["reference"]))

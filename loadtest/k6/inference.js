@@ -149,6 +149,7 @@ export const options = {
     inference_errors: [`rate<${MAX_ERROR_RATE}`],
     // k6 reports a tagged sub-metric only when a threshold names it: one that always holds per variant.
     ...Object.fromEntries(VARIANTS.map((v) => [`served{model:${v}}`, ['count>=0']])),
+    ...Object.fromEntries(VARIANTS.map((v) => [`late_in_server{model:${v}}`, ['count>=0']])),
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'],
 };
@@ -164,7 +165,7 @@ function answered(model, started, timings) {
   if (BUDGET_MS === null) return;
   if (took <= BUDGET_MS) withinBudget.add(1);
   if (typeof serverMs === 'number' && serverMs > BUDGET_MS) {
-    lateInServer.add(1);
+    lateInServer.add(1, { model });
     for (const p of LATE_PHASES) if (typeof timings[p] === 'number') latePhase[p].add(timings[p]);
   }
 }
@@ -310,6 +311,8 @@ export function handleSummary(data) {
     },
     late_phases_median_ms: Object.fromEntries(LATE_PHASES.map((p) => [p, metricValue(data, `late_${p}_ms`, 'med')])),
     served: Object.fromEntries(VARIANTS.map((v) => [v, metricValue(data, `served{model:${v}}`, 'count') || 0])),
+    late_in_server_by_model: Object.fromEntries(VARIANTS.map((v) =>
+      [v, metricValue(data, `late_in_server{model:${v}}`, 'count') || 0])),
     thresholds_ok: Object.values(data.metrics).every((m) => !m.thresholds ||
       Object.values(m.thresholds).every((t) => t.ok)),
     k6: data.metrics,

@@ -188,6 +188,7 @@ def test_auto_ladders_rank_by_quality(repo, manifest):
         datasets = {json.loads((root / n / "config.json").read_text())["attributes"]["dataset"] for n in ladder}
         assert datasets == {by_name[ladder[0]]["attributes"]["dataset"]}, (task, ladder)
     assert "ssdlite_mobilenet_v2_person" not in index["auto"]["detection"]  # one class: never an answer to COCO
+    assert index["auto"]["detection"][1:] == ["ssd_mobilenet_v1_300"]  # ranked by its F1 with the default's answers
     assert not {n for n in index["variants"] if "inat" in n} & set(index["auto"]["classification"])
     for name in index["variants"]:
         cfg = json.loads((root / name / "config.json").read_text())
