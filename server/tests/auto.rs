@@ -1,6 +1,7 @@
 //! `model=auto` end to end, over both protocols: the flagship when the budget allows it, a smaller variant
 //! when the flagship is busy, a refusal at once (nothing queued) when no variant fits, the request's
 //! deadline as the budget when it sets none, and each variant's quality and ladder place in the model list.
+//! Detection too: a busy FPN-lite detector steps down to the SSD MobileNetV1 300 one.
 //!
 //! A test binary of its own: the counters it reads are process-wide.
 mod common;
@@ -14,18 +15,29 @@ use serde_json::Value;
 const FLAGSHIP: &str = "mobilenet_v2_1.0_224";
 const INT8: &str = "mobilenet_v2_1.0_224_int8";
 const SMALLEST: &str = "mobilenet_v2_1.0_96";
+const DETECTOR: &str = "ssd_mobilenet_v2_fpnlite_256";
+const SMALLER_DETECTOR: &str = "ssd_mobilenet_v1_300";
 
 /// The tests share one server and read its counters, so they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server() -> &'static TestServer {
     static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| start(&[FLAGSHIP, INT8, SMALLEST], &[]))
+    SERVER.get_or_init(|| {
+        start(
+            &[FLAGSHIP, INT8, SMALLEST, DETECTOR, SMALLER_DETECTOR],
+            &[],
+        )
+    })
 }
 
 async fn classify_http(query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
+    infer_http("classify", query, timeout_ms).await
+}
+
+async fn infer_http(task: &str, query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
     let mut request = reqwest::Client::new()
-        .post(server().url(&format!("/v1/classify?{query}")))
+        .post(server().url(&format!("/v1/{task}?{query}")))
         .multipart(form(image("parrot.jpg"), "parrot.jpg"));
     if let Some(ms) = timeout_ms {
         request = request.header("x-request-timeout-ms", ms.to_string());
@@ -54,9 +66,13 @@ async fn classify_grpc(budget_ms: Option<u32>) -> Result<pb::ClassifyResponse, t
 /// The flagship's predicted latency with nothing queued: what the budgets below are scaled from, so that
 /// the test holds on a fast machine and a slow one.
 async fn idle_prediction_ms() -> f64 {
-    let (status, body) = classify_http("model=auto&latency_budget_ms=60000", None).await;
+    idle_prediction_of("classify", FLAGSHIP).await
+}
+
+async fn idle_prediction_of(task: &str, flagship: &str) -> f64 {
+    let (status, body) = infer_http(task, "model=auto&latency_budget_ms=60000", None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["model"], FLAGSHIP, "{body}");
+    assert_eq!(body["model"], flagship, "{body}");
     body["auto"]["predicted_ms"].as_f64().expect("a prediction")
 }
 
@@ -180,6 +196,40 @@ async fn a_busy_flagship_steps_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_detector_steps_down_to_the_smaller_one() {
+    let _turn = SERIAL.lock().await;
+    let idle = idle_prediction_of("detect", DETECTOR).await;
+    // As for the classifier: eight clients keep the FPN-lite detector's two single-image sessions busy and
+    // its queue several deep, while the SSD MobileNetV1 300 detector stays idle.
+    let budget = (3.0 * idle).ceil() as u32;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let stop = stop.clone();
+        load.spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = infer_http("detect", &format!("model={DETECTOR}"), None).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut chosen = Vec::new();
+    for _ in 0..4 {
+        let (status, body) =
+            infer_http("detect", &format!("model=auto&latency_budget_ms={budget}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        chosen.push(body["model"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        chosen.iter().filter(|m| *m == SMALLER_DETECTOR).count() >= 3,
+        "budget {budget} ms (3x the idle {idle:.1} ms): chose {chosen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_list_shows_quality_and_ladder_places() {
     let _turn = SERIAL.lock().await;
     let list: Value = reqwest::get(server().url("/v1/models"))
@@ -210,6 +260,16 @@ async fn the_model_list_shows_quality_and_ladder_places() {
             .unwrap()
             .starts_with("measured"),
         "{smallest}"
+    );
+    assert_eq!(entry(DETECTOR)["auto_rank"], 0);
+    let smaller_detector = entry(SMALLER_DETECTOR);
+    assert_eq!(smaller_detector["auto_rank"], 1, "{smaller_detector}");
+    assert!(
+        smaller_detector["quality"]["metric"]
+            .as_str()
+            .unwrap()
+            .starts_with("detection F1"),
+        "{smaller_detector}"
     );
 
     let mut client = server().grpc_client().await;
