@@ -23,12 +23,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server() -> &'static TestServer {
     static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| {
-        start(
-            &[FLAGSHIP, INT8, SMALLEST, DETECTOR, SMALLER_DETECTOR],
-            &[],
-        )
-    })
+    SERVER.get_or_init(|| start(&[FLAGSHIP, INT8, SMALLEST, DETECTOR, SMALLER_DETECTOR], &[]))
 }
 
 async fn classify_http(query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
@@ -215,8 +210,12 @@ async fn a_busy_detector_steps_down_to_the_smaller_one() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut chosen = Vec::new();
     for _ in 0..4 {
-        let (status, body) =
-            infer_http("detect", &format!("model=auto&latency_budget_ms={budget}"), None).await;
+        let (status, body) = infer_http(
+            "detect",
+            &format!("model=auto&latency_budget_ms={budget}"),
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         chosen.push(body["model"].as_str().unwrap().to_owned());
         tokio::time::sleep(Duration::from_millis(50)).await;

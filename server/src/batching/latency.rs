@@ -75,6 +75,28 @@ impl LatencyModel {
     }
 }
 
+/// How long a request admitted now takes until its answer, from its batcher's state: `ahead` requests admitted
+/// before it, `running` of them in batches already handed to a session. It joins the ones still queued in one
+/// batch (up to `max_batch_size`), so it waits for the work ahead of that batch, shared by the instances
+/// (`waits`, which count the decoding on the model thread), then runs its whole batch on one session (`runs`):
+/// a batch of eight on a single-thread session takes about eight times one image, not one image's time, and
+/// predicting one image's time made the batched int8 variants' answers late most often (docs/auto.md,
+/// session 15). Counting every queued request into its batch errs on the slow side: some of them may already
+/// be in a closed batch that waits for a session. `None` until a batch has run.
+pub fn predict_completion(
+    waits: &LatencyModel,
+    runs: &LatencyModel,
+    ahead: usize,
+    running: usize,
+    instances: usize,
+    max_batch_size: usize,
+) -> Option<Duration> {
+    let queued = ahead.saturating_sub(running);
+    let batch = (queued + 1).min(max_batch_size.max(1));
+    let wait = waits.expected_wait(ahead + 1 - batch, instances, max_batch_size)?;
+    Some(wait + runs.batch_time(batch)?)
+}
+
 /// Why admission by expected wait refuses a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitVerdict {
@@ -208,6 +230,47 @@ mod tests {
         m.observe(8, ms(40)); // 5 ms per image
         assert!(close(m.expected_wait(16, 1, 8).unwrap(), ms(80)));
         assert!(close(m.expected_wait(1, 1, 8).unwrap(), ms(10)));
+    }
+
+    #[test]
+    fn a_request_runs_in_one_batch_with_the_queued_ones() {
+        let mut m = LatencyModel::new(8);
+        m.observe(1, ms(4));
+        m.observe(4, ms(12)); // 3 ms per image
+        m.observe(8, ms(16)); // 2 ms per image
+        // Idle: its own image alone.
+        assert_eq!(predict_completion(&m, &m, 0, 0, 2, 8), Some(ms(4)));
+        // Two running (one per instance), none queued: it waits for them, then runs alone.
+        assert!(close(
+            predict_completion(&m, &m, 2, 2, 2, 8).unwrap(),
+            ms(4) + ms(4)
+        ));
+        // Three queued and one running: its batch of four waits for the running one (shared by the two
+        // instances), then runs whole on one session.
+        assert!(close(
+            predict_completion(&m, &m, 4, 1, 2, 8).unwrap(),
+            ms(2) + ms(12)
+        ));
+        // Twenty queued: its batch is a full one of eight, behind the other thirteen.
+        assert!(close(
+            predict_completion(&m, &m, 20, 0, 2, 8).unwrap(),
+            m.expected_wait(13, 2, 8).unwrap() + ms(16)
+        ));
+        // Without batching, nothing changes: the work ahead shared, then its own image.
+        let mut single = LatencyModel::new(1);
+        single.observe(1, ms(10));
+        assert!(close(
+            predict_completion(&single, &single, 4, 2, 2, 1).unwrap(),
+            ms(30)
+        ));
+        assert_eq!(
+            predict_completion(&LatencyModel::new(8), &m, 0, 0, 1, 8),
+            Some(ms(4))
+        );
+        assert_eq!(
+            predict_completion(&m, &LatencyModel::new(8), 0, 0, 1, 8),
+            None
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct Batch {
 pub struct ModelLoad {
     pub instances: usize,
     in_flight: AtomicUsize,
+    /// Requests in those batches: admitted requests that are no longer queued.
+    running: AtomicUsize,
     finished: Notify,
     /// How long batches keep a model thread, decoding on it included: the queue wait ahead of a request.
     latency: std::sync::Mutex<LatencyModel>,
@@ -97,6 +99,7 @@ impl ModelLoad {
         Arc::new(ModelLoad {
             instances,
             in_flight: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             finished: Notify::new(),
             latency: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
             runs: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
@@ -133,8 +136,9 @@ impl ModelLoad {
         }
     }
 
-    /// Called by a model thread when it has answered a batch.
-    pub fn batch_done(&self) {
+    /// Called by a model thread when it has run a batch of `size` requests.
+    pub fn batch_done(&self, size: usize) {
+        self.running.fetch_sub(size, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();
     }
@@ -207,16 +211,23 @@ impl Batcher {
     }
 
     /// The end-to-end time a request sent now would take, if its image takes `decode` to prepare: the wait
-    /// behind the requests admitted before it, plus its own run. `None` until a batch has run.
+    /// behind the requests admitted before it, plus the run of the batch it joins
+    /// ([`latency::predict_completion`]). `None` until a batch has run.
     pub fn predict_latency(&self, decode: Duration) -> Option<Duration> {
-        let wait = self.expected_wait_now()?;
-        let run = self
-            .load
-            .runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .batch_time(1)?;
-        Some(wait + run + decode)
+        let ahead = self.capacity - self.permits.available_permits();
+        let running = self.load.running.load(Ordering::Acquire);
+        let runs = self.load.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let completion = self.load.with_latency(|waits| {
+            latency::predict_completion(
+                waits,
+                &runs,
+                ahead,
+                running,
+                self.load.instances,
+                self.max_batch_size,
+            )
+        })?;
+        Some(completion + decode)
     }
 
     /// The work this model has admitted and not finished, in time on its sessions: zero when idle or before
@@ -385,6 +396,7 @@ async fn actor(
             Decision::Close(n) => {
                 let jobs: Vec<Job> = queue.drain(..n).collect();
                 let outlet = outlets.for_batch(&model, &load);
+                load.running.fetch_add(n, Ordering::AcqRel);
                 load.in_flight.fetch_add(1, Ordering::AcqRel);
                 if outlet.send(Batch { jobs }).await.is_err() {
                     tracing::error!(%model, "model threads stopped; failing the queue");

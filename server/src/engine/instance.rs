@@ -71,7 +71,7 @@ pub fn run(ctx: Context, ready: std::sync::mpsc::SyncSender<anyhow::Result<()>>)
         ctx.health.batch_started(ctx.health_slot);
         // A panic while serving one batch (a bug, or a model output config.json did not foresee) must not
         // take the model down: its jobs are dropped, so their clients get a 500, and the thread serves on.
-        let mut slot = BatchSlot::new(&ctx.load);
+        let mut slot = BatchSlot::new(&ctx.load, batch.jobs.len());
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_batch(&mut session, &ctx.variant, batch, &mut slot)
         }));
@@ -243,17 +243,23 @@ fn ready_jobs(variant: &Variant, jobs: Vec<Job>, now: Instant) -> Vec<Ready> {
 /// session), not find it still counted busy while this thread finishes the batch.
 struct BatchSlot<'a> {
     load: &'a ModelLoad,
+    /// The batch's requests, given back with it: the model's count of requests running.
+    size: usize,
     held: bool,
 }
 
 impl<'a> BatchSlot<'a> {
-    fn new(load: &'a ModelLoad) -> BatchSlot<'a> {
-        BatchSlot { load, held: true }
+    fn new(load: &'a ModelLoad, size: usize) -> BatchSlot<'a> {
+        BatchSlot {
+            load,
+            size,
+            held: true,
+        }
     }
 
     fn release(&mut self) {
         if std::mem::take(&mut self.held) {
-            self.load.batch_done();
+            self.load.batch_done(self.size);
         }
     }
 }
