@@ -7,7 +7,8 @@
 # Environment (defaults): TASK (classify, detect or segment), BUDGET_MS (50 for classify, 100 for detect, 250 for
 # segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
 # CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), CHEAPEST_CAPACITY (the
-# same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the task's default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
+# same for the ladder's variant with the fewest multiply-adds), FLAGSHIP (the task's default in /v1/models),
+# LOADGEN_NICE (0), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +26,9 @@ BUDGET_MS=${BUDGET_MS:-$default_budget}
 LEVELS=${LEVELS:-0.5 1 2 3}
 DURATION=${DURATION:-15}
 PROTOCOL=${PROTOCOL:-http}
+# k6's scheduling priority (nice, 0-19): where it shares the server's CPUs, a low priority approximates load sent
+# from another machine (docs/auto.md, session 15).
+LOADGEN_NICE=${LOADGEN_NICE:-0}
 
 RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto-$TASK
 mkdir -p "$RESULTS"
@@ -47,7 +51,7 @@ k6run() {
   env "$@" TASK="$TASK" PROTOCOL="$PROTOCOL" IMAGES="$images" HTTP_URL="$HTTP_URL" GRPC_ADDR="$GRPC_ADDR" \
     VARIANTS="$variants" BUDGET_MS="$BUDGET_MS" MAX_ERROR_RATE=1 P95_MS=1e9 P99_MS=1e9 \
     SUMMARY_FILE="$RESULTS/$name.summary.json" \
-    "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/$name.k6.log" ||
+    nice -n "$LOADGEN_NICE" "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/$name.k6.log" ||
     echo "k6 exited $? for $name; see $RESULTS/$name.k6.log" >&2
 }
 
@@ -73,7 +77,7 @@ done
   echo "# model=auto against the flagship: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); k6 runs on the same CPUs."
-  echo "Command: \`SCENARIO=auto TASK=$TASK BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
+  echo "Command: \`SCENARIO=auto TASK=$TASK BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL LOADGEN_NICE=$LOADGEN_NICE make loadtest\`."
   echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s; cheapest variant \`$CHEAPEST\`, capacity $CHEAPEST_CAPACITY req/s" \
     "(8 closed-loop clients each); budget $BUDGET_MS ms (client-side time)."
   echo

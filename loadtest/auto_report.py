@@ -24,6 +24,7 @@ def row(s):
         'late_in_server': share(s.get('late_in_server', 0)),
         'outside': s.get('outside_server_ms') or {},
         'late_phases': s.get('late_phases_median_ms') or {},
+        'late_predicted': s.get('late_predicted_median_ms'),
         'late_by_model': {m: (n, n / s['served'][m]) for m, n in (s.get('late_in_server_by_model') or {}).items()
                           if n and s['served'].get(m)},
     }
@@ -81,6 +82,9 @@ def main(results, flagship, cheapest):
         print(f"- auto's answers over budget at {level:g}x: {pct(late)} (goal at most 1% while the load is within the "
               f"cheapest variant's capacity): {verdict}")
         by_model = runs[(level, 'auto')]['late_by_model']
+        if runs[(level, 'auto')]['late_predicted'] is not None:
+            print(f"  - what the router predicted for them (margin included), median: "
+                  f"{ms(runs[(level, 'auto')]['late_predicted'])} ms")
         if by_model:
             print(f"  - late in the server, by variant (count, share of its answers): "
                   + ', '.join(f'{m} {n} ({pct(v)})' for m, (n, v) in sorted(by_model.items(), key=lambda kv: -kv[1][0])))

@@ -92,6 +92,8 @@ const outsideServer = new Trend('outside_server_ms');
 // Where the answers late in the server spent their time, by the server's own phase timings.
 const LATE_PHASES = ['decode', 'queue', 'inference'];
 const latePhase = Object.fromEntries(LATE_PHASES.map((p) => [p, new Trend(`late_${p}_ms`)]));
+// What the router predicted for those answers (model=auto), margin included: how far off it was.
+const latePredicted = new Trend('late_predicted_ms');
 
 // gRPC: the proto is read from the repository (no reflection round trip per VU).
 const grpcClient = new grpc.Client();
@@ -156,8 +158,9 @@ export const options = {
 
 // Counts one answer: who served it, whether it came within the budget, and how much of its time the server
 // accounts for.
-// `timings` is the answer's phase timings in milliseconds (`total`, `decode`, ...), when it has them.
-function answered(model, started, timings) {
+// `timings` is the answer's phase timings in milliseconds (`total`, `decode`, ...), when it has them;
+// `predicted` the router's prediction plus margin in milliseconds, for model=auto.
+function answered(model, started, timings, predicted) {
   const took = Date.now() - started;
   served.add(1, { model });
   const serverMs = timings ? timings.total : undefined;
@@ -167,6 +170,7 @@ function answered(model, started, timings) {
   if (typeof serverMs === 'number' && serverMs > BUDGET_MS) {
     lateInServer.add(1, { model });
     for (const p of LATE_PHASES) if (typeof timings[p] === 'number') latePhase[p].add(timings[p]);
+    if (typeof predicted === 'number') latePredicted.add(predicted);
   }
 }
 
@@ -206,7 +210,11 @@ function httpCall(image) {
     'names its model': (r) => r.status !== 200 || (r.json('model') || '') !== '',
   });
   shed.add(res.status === 429 || res.status === 503);
-  if (ok) answered(res.json('model'), started, phaseTimings(res.json('timings')));
+  if (ok) {
+    const auto = res.json('auto');
+    const predicted = auto && typeof auto.predicted_ms === 'number' ? auto.predicted_ms + auto.margin_ms : undefined;
+    answered(res.json('model'), started, phaseTimings(res.json('timings')), predicted);
+  }
   return ok;
 }
 
@@ -231,7 +239,11 @@ function grpcCall(image) {
     'names its model': (r) => !r || r.status !== grpc.StatusOK || (r.message && r.message.model !== ''),
   });
   shed.add(!!res && (res.status === grpc.StatusResourceExhausted || res.status === grpc.StatusUnavailable));
-  if (ok) answered(res.message.model, started, phaseTimings(res.message.timings));
+  if (ok) {
+    const auto = res.message.auto;
+    const predicted = auto && typeof auto.predictedMs === 'number' ? auto.predictedMs + auto.marginMs : undefined;
+    answered(res.message.model, started, phaseTimings(res.message.timings), predicted);
+  }
   return ok;
 }
 
@@ -310,6 +322,7 @@ export function handleSummary(data) {
       p99: metricValue(data, 'outside_server_ms', 'p(99)'),
     },
     late_phases_median_ms: Object.fromEntries(LATE_PHASES.map((p) => [p, metricValue(data, `late_${p}_ms`, 'med')])),
+    late_predicted_median_ms: metricValue(data, 'late_predicted_ms', 'med'),
     served: Object.fromEntries(VARIANTS.map((v) => [v, metricValue(data, `served{model:${v}}`, 'count') || 0])),
     late_in_server_by_model: Object.fromEntries(VARIANTS.map((v) =>
       [v, metricValue(data, `late_in_server{model:${v}}`, 'count') || 0])),

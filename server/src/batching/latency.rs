@@ -79,10 +79,9 @@ impl LatencyModel {
 /// before it, `running` of them in batches already handed to a session. It joins the ones still queued in one
 /// batch (up to `max_batch_size`), so it waits for the work ahead of that batch, shared by the instances
 /// (`waits`, which count the decoding on the model thread), then runs its whole batch on one session (`runs`):
-/// a batch of eight on a single-thread session takes about eight times one image, not one image's time, and
-/// predicting one image's time made the batched int8 variants' answers late most often (docs/auto.md,
-/// session 15). Counting every queued request into its batch errs on the slow side: some of them may already
-/// be in a closed batch that waits for a session. `None` until a batch has run.
+/// a batch of eight on a single-thread session takes about eight times one image, not one image's time.
+/// Counting every queued request into its batch errs on the slow side: some of them may already be in a
+/// closed batch that waits for a session. `None` until a batch has run.
 pub fn predict_completion(
     waits: &LatencyModel,
     runs: &LatencyModel,
