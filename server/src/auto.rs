@@ -26,8 +26,8 @@ const NEWEST_WEIGHT: f64 = 0.05;
 
 /// How many of a variant's latest auto-routed answers its margin is taken from: the 99.5th percentile of 512
 /// is their third largest overrun. With 128 answers and the 99th percentile (the second largest) until session
-/// 15, the margin followed single overruns up and down, and 1.5-2.4% of the answers at the flagship's capacity
-/// came late against 1.1-1.5% with this window (docs/auto.md).
+/// 15, 2.1-2.4% of the answers at the flagship's capacity came late, against 1.1-1.5% with this window, in
+/// alternating runs (docs/auto.md).
 const MARGIN_WINDOW: usize = 512;
 
 /// How long an answer counts towards the margin. A margin that only answers could shrink would stay up for
