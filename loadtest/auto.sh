@@ -54,17 +54,21 @@ k6run() {
     echo "k6 exited $? for $name; see $RESULTS/$name.k6.log" >&2
 }
 
+# throughput NAME: the answers per second of the k6 run NAME.
+throughput() {
+  "$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
+    "$RESULTS/$1.summary.json"
+}
+
 if [[ -z ${CAPACITY:-} ]]; then
   k6run capacity SCENARIO=saturate MODEL="$FLAGSHIP" DURATION=10
-  CAPACITY=$("$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
-    "$RESULTS/capacity.summary.json")
+  CAPACITY=$(throughput capacity)
 fi
 if [[ -z ${CHEAPEST_CAPACITY:-} ]]; then
   CHEAPEST=$FLAGSHIP CHEAPEST_CAPACITY=$CAPACITY
   for variant in $others; do
     k6run "capacity-$variant" SCENARIO=saturate MODEL="$variant" DURATION=6
-    measured=$("$PY" -c "import json, sys; print(round(json.load(open(sys.argv[1]))['throughput_per_s'], 1))" \
-      "$RESULTS/capacity-$variant.summary.json")
+    measured=$(throughput "capacity-$variant")
     if "$PY" -c "import sys; sys.exit(0 if $measured > $CHEAPEST_CAPACITY else 1)"; then
       CHEAPEST=$variant CHEAPEST_CAPACITY=$measured
     fi

@@ -74,21 +74,19 @@ def main(results, flagship, cheapest):
               f"variant (goal: every one with the flagship): {'met' if others == 0 else 'NOT met'}")
     judged = [level for level in levels if (level, 'auto') in runs and runs[(level, 'auto')]['offered'] <= cheapest]
     for level in levels:
-        if (level, 'auto') not in runs:
+        auto = runs.get((level, 'auto'))
+        if auto is None:
             continue
-        late = runs[(level, 'auto')]['late']
-        verdict = ('met' if late <= 0.01 else 'NOT met') if level in judged else \
-            f"not judged: {runs[(level, 'auto')]['offered']:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
-        print(f"- auto's answers over budget at {level:g}x: {pct(late)} (goal at most 1% while the load is within the "
-              f"cheapest variant's capacity): {verdict}")
-        by_model = runs[(level, 'auto')]['late_by_model']
-        if runs[(level, 'auto')]['late_predicted'] is not None:
-            print(f"  - what the router predicted for them (margin included), median: "
-                  f"{ms(runs[(level, 'auto')]['late_predicted'])} ms")
-        if by_model:
+        verdict = ('met' if auto['late'] <= 0.01 else 'NOT met') if level in judged else \
+            f"not judged: {auto['offered']:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
+        print(f"- auto's answers over budget at {level:g}x: {pct(auto['late'])} (goal at most 1% while the load is "
+              f"within the cheapest variant's capacity): {verdict}")
+        if auto['late_predicted'] is not None:
+            print(f"  - what the router predicted for them (margin included), median: {ms(auto['late_predicted'])} ms")
+        if auto['late_by_model']:
             print(f"  - late in the server, by variant (count, share of its answers): "
-                  + ', '.join(f'{m} {n} ({pct(v)})' for m, (n, v) in sorted(by_model.items(), key=lambda kv: -kv[1][0])))
-
+                  + ', '.join(f'{m} {n} ({pct(v)})'
+                              for m, (n, v) in sorted(auto['late_by_model'].items(), key=lambda kv: -kv[1][0])))
 
 if __name__ == '__main__':
     main(pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))
