@@ -92,6 +92,7 @@ pub struct AutoRouting {
 struct Routed {
     budget: Duration,
     predicted: Option<Duration>,
+    margin: Duration,
 }
 
 /// One answer: the task's result `body` ([`Classes`], [`Detections`] or [`Segmentation`]), with what every
@@ -344,8 +345,23 @@ impl Service {
             Ok(_) => "ok",
             Err(e) => e.parts().kind,
         };
-        if let Some(Routed { budget, predicted }) = routed {
+        if let Some(Routed {
+            budget,
+            predicted,
+            margin,
+        }) = routed
+        {
             let took = start.elapsed();
+            // What the router's prediction is judged by: docs/auto.md reads the late answers from these.
+            tracing::debug!(
+                model = %model_name,
+                outcome,
+                budget_ms = budget.as_secs_f64() * 1e3,
+                predicted_ms = predicted.map(|p| p.as_secs_f64() * 1e3),
+                margin_ms = margin.as_secs_f64() * 1e3,
+                took_ms = took.as_secs_f64() * 1e3,
+                "model=auto answered"
+            );
             metrics::record_auto_budget(
                 task.as_str(),
                 &model_name,
@@ -566,13 +582,20 @@ impl Service {
                 let model = candidates[index].clone();
                 metrics::record_auto_routed(task.as_str(), &model.variant.config.name);
                 let predicted = predictions[index];
-                let margin = with_margin[index].zip(predicted).map(|(m, p)| m - p);
+                let margin = with_margin[index]
+                    .zip(predicted)
+                    .map_or(Duration::ZERO, |(m, p)| m - p);
                 let routing = AutoRouting {
                     budget_ms: ms(budget),
                     predicted_ms: predicted.map(ms),
-                    margin_ms: margin.map_or(0.0, ms),
+                    margin_ms: ms(margin),
                 };
-                Ok((model, routing, Routed { budget, predicted }))
+                let routed = Routed {
+                    budget,
+                    predicted,
+                    margin,
+                };
+                Ok((model, routing, routed))
             }
             Choice::NoneFits { fastest, predicted } => {
                 metrics::record_auto_routed(task.as_str(), "none");
