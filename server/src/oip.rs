@@ -678,6 +678,8 @@ pub struct Call<'a> {
     pub task: Task,
     pub options: RequestOptions,
     pub deadline: Option<std::time::Instant>,
+    /// When the request's head arrived ([`InferRequest::received`]).
+    pub received: std::time::Instant,
     pub protocol: Protocol,
     /// Whether the model's own outputs are asked for too ([`wants_raw`]).
     pub raw_outputs: bool,
@@ -695,6 +697,7 @@ pub async fn run(service: &Service, call: Call<'_>, images: Vec<Input>) -> Resul
         options: call.options.task,
         png: false,
         deadline: call.deadline,
+        received: call.received,
         protocol: call.protocol,
         raw_outputs: call.raw_outputs,
     };

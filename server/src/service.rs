@@ -62,6 +62,9 @@ pub struct InferRequest {
     /// Segmentation only: encode the mask as PNG instead of RLE.
     pub png: bool,
     pub deadline: Option<Instant>,
+    /// When the request's head arrived, before its body was read: its deadline, its `model=auto` budget and
+    /// its recorded times count from here, as the client's clock does, so that receiving the image counts.
+    pub received: Instant,
     pub protocol: Protocol,
     /// Also answer with the model's own output tensors ([`Answer::raw`]).
     pub raw_outputs: bool,
@@ -315,9 +318,9 @@ impl Service {
         })
     }
 
-    /// Serves one request and records it in the metrics, whatever the outcome.
+    /// Serves one request and records it in the metrics, whatever the outcome, timed from its head's arrival.
     async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer<Body>> {
-        let start = Instant::now();
+        let start = request.received;
         let _in_flight = metrics::InFlight::start(request.protocol.as_str());
         request.deadline = self.deadline_or_default(request.deadline, start);
         let (protocol, deadline) = (request.protocol, request.deadline);

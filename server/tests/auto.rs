@@ -1,6 +1,7 @@
 //! `model=auto` end to end, over both protocols: the flagship when the budget allows it, a smaller variant
 //! when the flagship is busy, a refusal at once (nothing queued) when no variant fits, the request's
-//! deadline as the budget when it sets none, and each variant's quality and ladder place in the model list.
+//! deadline as the budget when it sets none, the time taken to receive the image counted against the budget, and
+//! each variant's quality and ladder place in the model list.
 //! Detection too: a busy FPN-lite detector steps down to the SSD MobileNetV1 300 one.
 //!
 //! A test binary of its own: the counters it reads are process-wide.
@@ -142,6 +143,55 @@ async fn no_variant_fits_is_refused_at_once_with_nothing_queued() {
     assert_eq!(batches(&after), batches(&before), "nothing was run");
     let none = |text: &str| metric_value(text, "mobilenet_auto_routed_total", &[("model", "none")]);
     assert!(none(&after) >= none(&before) + 2.0, "{after}");
+}
+
+/// Sends a classify request by hand: the head and the first half of the body at once, the rest after
+/// `stall`, as a client on a slow link would. The status and the JSON answer.
+async fn classify_with_slow_upload(query: &str, stall: Duration) -> (u16, Value) {
+    use tokio::io::AsyncWriteExt;
+    let boundary = "slow-upload-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"parrot.jpg\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(image("parrot.jpg"));
+    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let head = format!(
+        "POST /v1/classify?{query} HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect(&server().url("")).await;
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(stall).await;
+    stream.write_all(rest).await.unwrap();
+    let (status, text) = read_response(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("an answer");
+    (status, serde_json::from_str(&text).expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiving_the_image_counts_against_the_budget() {
+    let _turn = SERIAL.lock().await;
+    let stall = Duration::from_millis(400);
+    // The answer's time counts from the head, as the client's does: the stalled upload is in it.
+    let (status, body) = classify_with_slow_upload(&format!("model={FLAGSHIP}"), stall).await;
+    assert_eq!(status, 200, "{body}");
+    let total = body["timings"]["total_ms"].as_f64().expect("total_ms");
+    assert!(total >= 400.0, "total_ms {total} leaves out the upload");
+    // A budget the flagship meets at once is spent by the time the image has arrived: refused, not queued.
+    let budget = (idle_prediction_ms().await * 3.0).max(50.0).min(300.0) as u64;
+    let (status, body) =
+        classify_with_slow_upload(&format!("model=auto&latency_budget_ms={budget}"), stall).await;
+    assert_eq!(
+        status, 429,
+        "budget {budget} ms, upload stalled 400 ms: {body}"
+    );
+    assert_eq!(body["kind"], "over_budget", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

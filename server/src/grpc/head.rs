@@ -28,6 +28,11 @@ use crate::{
     service::{Protocol, Service},
 };
 
+/// When an admitted call's head arrived, before tonic read its message: a deadline and a `model=auto` budget
+/// count from here, so that the time taken to receive the image counts against them.
+#[derive(Debug, Clone, Copy)]
+pub struct Received(pub Instant);
+
 /// Which models a method that takes an image may be sent to: those of one task, or (the Open Inference
 /// Protocol's `ModelInfer`, whose model is named in the message) any.
 #[derive(Debug, PartialEq)]
@@ -124,6 +129,7 @@ where
         let reached = Reached::default();
         request.extensions_mut().insert(reached.clone());
         let start = Instant::now();
+        request.extensions_mut().insert(Received(start));
         let answer = inner.call(request);
         Box::pin(async move { Ok(unreached::answer(task, &reached, start, answer.await?)) })
     }

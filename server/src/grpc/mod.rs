@@ -47,8 +47,19 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-pub(crate) fn deadline<T>(request: &Request<T>) -> Option<Instant> {
-    deadline_from_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
+/// When the call's head arrived ([`head::Received`]), and the deadline its `grpc-timeout` sets from then. A
+/// call that did not pass the head layer (none in service) counts from now.
+pub(crate) fn arrival<T>(request: &Request<T>) -> (Instant, Option<Instant>) {
+    let received = request
+        .extensions()
+        .get::<head::Received>()
+        .map_or_else(Instant::now, |r| r.0);
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    (received, timeout.map(|t| received + t))
 }
 
 /// The deadline a `grpc-timeout` value sets, from now.
@@ -158,6 +169,7 @@ fn infer_request(
         options: options.task,
         png: options.png,
         deadline,
+        received: start,
         raw_outputs: false,
         protocol: Protocol::Grpc,
     })
@@ -192,7 +204,7 @@ impl Inference for GrpcService {
         request: Request<pb::ClassifyRequest>,
     ) -> Result<Response<pb::ClassifyResponse>, Status> {
         unreached::reached(&request);
-        let (start, deadline) = (Instant::now(), deadline(&request));
+        let (start, deadline) = arrival(&request);
         let r = request.into_inner();
         let options = classify_options(&r);
         let request = infer_request(Task::Classification, options, r.image, deadline, start)?;
@@ -221,7 +233,7 @@ impl Inference for GrpcService {
         request: Request<pb::DetectRequest>,
     ) -> Result<Response<pb::DetectResponse>, Status> {
         unreached::reached(&request);
-        let (start, deadline) = (Instant::now(), deadline(&request));
+        let (start, deadline) = arrival(&request);
         let r = request.into_inner();
         let options = detect_options(&r);
         let request = infer_request(Task::Detection, options, r.image, deadline, start)?;
@@ -252,7 +264,7 @@ impl Inference for GrpcService {
         request: Request<pb::SegmentRequest>,
     ) -> Result<Response<pb::SegmentResponse>, Status> {
         unreached::reached(&request);
-        let (start, deadline) = (Instant::now(), deadline(&request));
+        let (start, deadline) = arrival(&request);
         let r = request.into_inner();
         let options = segment_options(&r);
         let request = infer_request(Task::Segmentation, options, r.image, deadline, start)?;

@@ -4,7 +4,7 @@
 //! contents (each element a 4-byte length and its bytes, what tritonclient sends); a raw input tensor as
 //! `uint_contents` / `fp32_contents` or raw contents; outputs leave as raw contents, one entry per output, as
 //! Triton answers.
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc};
 
 use mobilenet_proto::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService,
@@ -122,7 +122,7 @@ impl GrpcInferenceService for OipService {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         super::unreached::reached(&request);
-        let (start, deadline) = (Instant::now(), super::deadline(&request));
+        let (start, deadline) = super::arrival(&request);
         let r = request.into_inner();
         let model = oip::model(&self.service, &r.model_name, version(&r.model_version))
             .inspect_err(|error| {
@@ -190,6 +190,7 @@ impl GrpcInferenceService for OipService {
             task: model.task,
             options,
             deadline,
+            received: start,
             protocol: Protocol::Grpc,
             raw_outputs,
         };

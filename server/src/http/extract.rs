@@ -81,11 +81,12 @@ pub async fn body(request: Request, limit: usize) -> Result<Bytes> {
         .map_err(|e| body_error(e, limit))
 }
 
-/// The header that gives an HTTP request a deadline, as `grpc-timeout` does for gRPC: milliseconds from now.
+/// The header that gives an HTTP request a deadline, as `grpc-timeout` does for gRPC: milliseconds from when
+/// the request's head arrived.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
-/// The request's deadline from [`TIMEOUT_HEADER`], if it sets one.
-pub fn deadline(headers: &HeaderMap) -> Result<Option<Instant>> {
+/// The request's deadline from [`TIMEOUT_HEADER`], if it sets one, counted from `received` (its head's arrival).
+pub fn deadline(headers: &HeaderMap, received: Instant) -> Result<Option<Instant>> {
     let Some(value) = headers.get(TIMEOUT_HEADER) else {
         return Ok(None);
     };
@@ -103,7 +104,7 @@ pub fn deadline(headers: &HeaderMap) -> Result<Option<Instant>> {
     }
     // Far-future deadlines are as good as none; capping keeps `Instant` arithmetic from overflowing.
     let ms = ms.min(24 * 3600 * 1000);
-    Ok(Some(Instant::now() + Duration::from_millis(ms)))
+    Ok(Some(received + Duration::from_millis(ms)))
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> Error {

@@ -97,7 +97,7 @@ async fn infer_request(
     };
     // Everything the head says is judged before the body is read: a request that is refused anyway is
     // answered without taking in its upload (lingering close lets the answer reach a client still sending).
-    let deadline = extract::deadline(request.headers()).map_err(refused)?;
+    let deadline = extract::deadline(request.headers(), start).map_err(refused)?;
     let options = extract::options(task, query.as_deref()).map_err(refused)?;
     let request = judge_head(state, task, &options.selector, deadline, request)?;
     let image = extract::image(request, state.max_body_bytes)
@@ -109,6 +109,7 @@ async fn infer_request(
         options: options.task,
         png: options.png,
         deadline,
+        received: start,
         raw_outputs: false,
         protocol: Protocol::Http,
     })

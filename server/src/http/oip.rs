@@ -183,7 +183,7 @@ pub async fn infer(
             return error.into_response();
         }
     };
-    let deadline = match extract::deadline(request.headers()) {
+    let deadline = match extract::deadline(request.headers(), start) {
         Ok(deadline) => deadline,
         Err(error) => {
             service::record_refused(Some(model.task), Protocol::Http, &error, start.elapsed());
@@ -222,6 +222,7 @@ pub async fn infer(
         task: model.task,
         options,
         deadline,
+        received: start,
         protocol: Protocol::Http,
         raw_outputs,
     };
