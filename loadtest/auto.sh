@@ -2,7 +2,8 @@
 # Does model=auto pay? (docs/auto.md) Offers TASK's load at LEVELS times the flagship's measured capacity,
 # once naming the flagship and once asking for model=auto, both judged against the same latency budget, and writes
 # a markdown report under loadtest/results/<time>-auto/: goodput (answers within the budget per second), the
-# shares answered late and refused, and the share each variant served.
+# shares answered late and refused, and the share each variant served; and, when it started the server, how the
+# router's predictions held (auto_calibration.py, from the server's log).
 #
 # Environment (defaults): TASK (classify, detect or segment), BUDGET_MS (50 for classify, 100 for detect, 250 for
 # segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
@@ -29,6 +30,9 @@ PROTOCOL=${PROTOCOL:-http}
 
 RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto-$TASK
 mkdir -p "$RESULTS"
+# A server started here logs every auto-routed answer's prediction and actual time, in JSON, for
+# auto_calibration.py.
+export LOG_FORMAT=${LOG_FORMAT:-json} RUST_LOG=${RUST_LOG:-info,ort=warn,mobilenet_serve::service=debug}
 ensure_server "$RESULTS"
 
 images=$(find "$TEST_IMAGES" -maxdepth 1 -iname '*.jpg' | sort | paste -sd, -)
@@ -92,6 +96,10 @@ done
     "(8 closed-loop clients each); budget $BUDGET_MS ms (client-side time)."
   echo
   "$PY" "$ROOT/loadtest/auto_report.py" "$RESULTS" "$FLAGSHIP" "$CHEAPEST_CAPACITY"
+  if [[ -f $RESULTS/server.log ]]; then
+    echo
+    "$PY" "$ROOT/loadtest/auto_calibration.py" "$RESULTS/server.log"
+  fi
 } >"$RESULTS/report.md"
 cat "$RESULTS/report.md"
 echo
