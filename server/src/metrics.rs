@@ -92,7 +92,7 @@ fn describe() {
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
-        "End-to-end request time in the server"
+        "Request time in the server, from the request's head to its answer"
     );
     describe_histogram!(
         PHASE_DURATION_SECONDS,
