@@ -355,7 +355,7 @@ impl Service {
         }) = routed
         {
             let took = start.elapsed();
-            // What the router's prediction is judged by: docs/auto.md reads the late answers from these.
+            // Read by loadtest/auto_calibration.py: how the router's predictions held (docs/auto.md).
             tracing::debug!(
                 model = %model_name,
                 outcome,

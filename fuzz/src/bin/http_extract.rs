@@ -35,7 +35,7 @@ const CONTENT_TYPES: [Option<&str>; 8] = [
 
 /// The route's handler: what `handlers::infer` does before it calls the service.
 async fn extract_all(limit: usize, RawQuery(query): RawQuery, request: Request) -> StatusCode {
-    let _ = extract::deadline(request.headers());
+    let _ = extract::deadline(request.headers(), std::time::Instant::now());
     match extract::image(request, limit).await {
         Ok(image) => assert!(!image.is_empty() && image.len() <= limit),
         Err(error) => assert_client_error(&error),
