@@ -322,7 +322,9 @@ impl Service {
     async fn infer(&self, task: Task, mut request: InferRequest) -> Result<Answer<Body>> {
         let start = request.received;
         let _in_flight = metrics::InFlight::start(request.protocol.as_str());
-        request.deadline = self.deadline_or_default(request.deadline, start);
+        // The client's deadline counts from its head; the server's default one from now, once the body is in:
+        // how long an upload may take is the body read timeout's to judge (408), not a 504 for work not begun.
+        request.deadline = self.deadline_or_default(request.deadline, Instant::now());
         let (protocol, deadline) = (request.protocol, request.deadline);
         let mut model_name = String::from("none");
         let mut phases = None;
