@@ -14,6 +14,7 @@ Usage: auto_calibration.py SERVER_LOG; prints nothing when the log holds no such
 
 import bisect
 import json
+import math
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,7 +71,7 @@ def answers(path: str) -> list[Answer]:
 def quantile(values: list[float], q: float) -> float:
     """The value at rank ceil(q * n), as auto::Margin takes it."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), -int(-q * len(ordered) // 1)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
     return ordered[rank - 1]
 
 
