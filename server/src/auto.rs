@@ -1,7 +1,8 @@
 //! `model=auto`: the best variant whose predicted end-to-end latency fits the request's budget.
 //!
 //! The router gives the task's ladder, best quality first (`make models` ranks it from each variant's
-//! published or measured quality). Each variant's batcher predicts the time a request sent to it now would
+//! published or measured quality); of a long ladder only [`MAX_STEPS`] variants, spaced by cost, are tried
+//! ([`ladder_steps`]). Each variant's batcher predicts the time a request sent to it now would
 //! take: the wait behind the requests it has admitted, its own run, and decoding this image, which
 //! [`DecodeCost`] predicts from the image's size. All models share the same CPUs, so the work the other
 //! models and the decode pool ([`DecodeBacklog`]) have taken on delays it too ([`shared_cpu_latency`]):
@@ -37,6 +38,62 @@ const MARGIN_MAX_AGE: Duration = Duration::from_secs(4);
 
 /// The share of those answers whose overrun the margin covers.
 const MARGIN_QUANTILE: f64 = 0.995;
+
+/// How many variants of a ladder `model=auto` tries at most: the first, the cheapest, and between them those
+/// nearest to evenly spaced costs ([`ladder_steps`]). Every variant in use splits the load and the CPUs among
+/// more sessions, each with fewer recent answers to learn its margin from, and one that costs little less than
+/// the step above is chosen just when that one is predicted to miss the budget, so it is predicted to meet it by
+/// a hair. On the 2-CPU test machine the seven-variant classification ladder thinned to 224, 160, 128 and 96
+/// answered 0.3-0.5% late at the flagship's capacity against 0.9-1.3% with all seven, with 6-15% more goodput at
+/// twice it, in three alternating pairs of runs; with the 192 variant as a fifth step, 0.7% and 1.2%
+/// (docs/auto.md).
+pub const MAX_STEPS: usize = 4;
+
+/// Whether `model=auto` tries a candidate of the ladder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    Taken,
+    PassedOver,
+}
+
+/// Which candidates (best quality first) `model=auto` tries, from each one's cost in multiply-adds per image,
+/// the paper's measure. With [`MAX_STEPS`] or fewer, or a cost unknown (0), every one. Otherwise the first, the
+/// cheapest, and for each of the costs evenly spaced between theirs (geometrically: from 301M to 56M in four
+/// steps is about 172M and 98M in between) the candidate nearest to it. A candidate after the cheapest is passed
+/// over, and so is one that costs as much as a step above it (the int8 variants of the float flagship: same
+/// multiply-adds). Multiply-adds rather than the throughput measured here: measured at start-up (tried), the
+/// figures of neighbouring variants moved by 20-30% from one start to the next, and the steps with them.
+pub fn ladder_steps(costs: &[u64]) -> Vec<Step> {
+    if costs.len() <= MAX_STEPS || costs.contains(&0) {
+        return vec![Step::Taken; costs.len()];
+    }
+    let ln = |i: usize| (costs[i] as f64).ln();
+    // The first of the cheapest, so that an equal cost later in the ladder (lower quality) is not preferred.
+    let cheapest = (0..costs.len()).min_by_key(|&i| (costs[i], i)).unwrap_or(0);
+    let mut steps = vec![Step::PassedOver; costs.len()];
+    steps[0] = Step::Taken;
+    steps[cheapest] = Step::Taken;
+    for j in 1..MAX_STEPS - 1 {
+        let target = ln(0) + (ln(cheapest) - ln(0)) * j as f64 / (MAX_STEPS - 1) as f64;
+        let nearest = (1..cheapest)
+            .filter(|&i| steps[i] == Step::PassedOver && costs[i] < costs[0])
+            .min_by(|&a, &b| (ln(a) - target).abs().total_cmp(&(ln(b) - target).abs()));
+        if let Some(i) = nearest {
+            steps[i] = Step::Taken;
+        }
+    }
+    steps
+}
+
+/// The candidates [`ladder_steps`] takes, in order.
+pub fn taken<T>(candidates: Vec<T>, cost: impl Fn(&T) -> u64) -> Vec<T> {
+    let steps = ladder_steps(&candidates.iter().map(cost).collect::<Vec<_>>());
+    candidates
+        .into_iter()
+        .zip(steps)
+        .filter_map(|(c, step)| (step == Step::Taken).then_some(c))
+        .collect()
+}
 
 /// What the router decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,6 +259,52 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn the_ladder_keeps_the_ends_and_the_variants_nearest_to_even_steps_between() {
+        use Step::*;
+        // The classification ladder, millions of multiply-adds: 224, int8, int8 per channel, 192, 160, 128,
+        // 96. Even steps from 301 to 56 are 172 and 98: 160 (154) and 128 (99) are nearest.
+        let costs = [301, 301, 301, 221, 154, 99, 56];
+        assert_eq!(
+            ladder_steps(&costs),
+            [
+                Taken, PassedOver, PassedOver, PassedOver, Taken, Taken, Taken
+            ]
+        );
+        // Nothing after the cheapest, nothing as costly as the first.
+        let costs = [800, 800, 400, 200, 100, 150];
+        assert_eq!(
+            ladder_steps(&costs),
+            [Taken, PassedOver, Taken, Taken, Taken, PassedOver]
+        );
+        assert_eq!(
+            taken(
+                vec![("a", 800), ("b", 700), ("c", 420), ("d", 190), ("e", 100)],
+                |c| c.1
+            )
+            .iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>(),
+            ["a", "c", "d", "e"]
+        );
+    }
+
+    #[test]
+    fn short_or_uncosted_ladders_are_kept_whole() {
+        use Step::*;
+        assert_eq!(
+            ladder_steps(&[100, 100, 90, 400]),
+            [Taken; 4],
+            "four or fewer"
+        );
+        assert_eq!(
+            ladder_steps(&[400, 0, 300, 200, 100]),
+            [Taken; 5],
+            "a cost unknown"
+        );
+        assert!(ladder_steps(&[]).is_empty());
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! What the API says about each loaded variant (`GET /v1/models`, gRPC `ListModels`), built in one place:
 //! both front ends only convert it to their wire format.
+use std::collections::HashMap;
+
 use serde::Serialize;
 
-use crate::{engine::Model, repository::Quality, routing::Router};
+use crate::{
+    auto::{self, MAX_STEPS, Step},
+    engine::Model,
+    repository::{Quality, Task},
+    routing::{Router, Selector},
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
@@ -21,10 +28,14 @@ pub struct ModelInfo {
     pub quality: Option<Quality>,
     /// The variant's place in its task's `model=auto` ladder, 0 first; `None` when auto never picks it.
     pub auto_rank: Option<usize>,
+    /// Why `model=auto` without attributes passes over this variant of its ladder: it tries at most
+    /// [`MAX_STEPS`] ([`auto::ladder_steps`]). `None` when it is tried (or not in a ladder).
+    pub auto_passed_over: Option<String>,
 }
 
 /// Every loaded variant, in the router's order.
 pub fn list(router: &Router<Model>) -> Vec<ModelInfo> {
+    let passed_over = passed_over(router);
     router
         .models()
         .iter()
@@ -44,7 +55,42 @@ pub fn list(router: &Router<Model>) -> Vec<ModelInfo> {
                 description: c.description.clone(),
                 quality: c.quality.clone(),
                 auto_rank: router.auto_rank(c),
+                auto_passed_over: passed_over.get(&c.name).cloned(),
             }
         })
         .collect()
+}
+
+/// The variants `model=auto` passes over when a request gives no attributes, by name, with the reason.
+fn passed_over(router: &Router<Model>) -> HashMap<String, String> {
+    let mut reasons = HashMap::new();
+    for task in [Task::Classification, Task::Detection, Task::Segmentation] {
+        let Ok(ladder) = router.auto_candidates(task, &Selector::default()) else {
+            continue;
+        };
+        let costs: Vec<u64> = ladder
+            .iter()
+            .map(|m| m.variant.config.attributes.multiply_adds)
+            .collect();
+        let steps = auto::ladder_steps(&costs);
+        let taken: Vec<&str> = ladder
+            .iter()
+            .zip(&steps)
+            .filter(|(_, step)| **step == Step::Taken)
+            .map(|(m, _)| m.variant.config.name.as_str())
+            .collect();
+        for (model, step) in ladder.iter().zip(&steps) {
+            if *step == Step::PassedOver {
+                reasons.insert(
+                    model.variant.config.name.clone(),
+                    format!(
+                        "model=auto tries at most {MAX_STEPS} variants of a ladder, spaced by multiply-adds: {} \
+                         (ask for this one by name or by its attributes)",
+                        taken.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    reasons
 }

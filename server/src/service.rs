@@ -96,6 +96,11 @@ struct Routed {
     budget: Duration,
     predicted: Option<Duration>,
     margin: Duration,
+    /// The prediction's parts, for the debug event: the chosen variant's own queue, run and decoding (what it
+    /// would take with the CPUs to itself), and the time the request had spent in the server when routed. The
+    /// rest of `predicted` is the other models' share of the CPUs.
+    own: Option<Duration>,
+    spent: Duration,
 }
 
 /// One answer: the task's result `body` ([`Classes`], [`Detections`] or [`Segmentation`]), with what every
@@ -354,6 +359,8 @@ impl Service {
             budget,
             predicted,
             margin,
+            own,
+            spent,
         }) = routed
         {
             let took = start.elapsed();
@@ -364,6 +371,8 @@ impl Service {
                 budget_ms = budget.as_secs_f64() * 1e3,
                 predicted_ms = predicted.map(|p| p.as_secs_f64() * 1e3),
                 margin_ms = margin.as_secs_f64() * 1e3,
+                own_ms = own.map(|o| o.as_secs_f64() * 1e3),
+                spent_ms = spent.as_secs_f64() * 1e3,
                 took_ms = took.as_secs_f64() * 1e3,
                 "model=auto answered"
             );
@@ -546,7 +555,10 @@ impl Service {
                 .predict(imaging::header::parse(image)?.pixels()),
             Input::Tensor(_) => Duration::ZERO,
         };
-        let candidates = router.auto_candidates(task, &request.selector)?;
+        // At most auto::MAX_STEPS of the ladder are tried.
+        let candidates = auto::taken(router.auto_candidates(task, &request.selector)?, |c| {
+            c.variant.config.attributes.multiply_adds
+        });
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
         // Every model's admitted work competes for the same CPUs as the candidate's.
@@ -556,16 +568,20 @@ impl Service {
             .iter()
             .map(|m| (m, m.batcher.backlog()))
             .collect();
+        let owns: Vec<Option<Duration>> = candidates
+            .iter()
+            .map(|c| c.batcher.predict_latency(decode))
+            .collect();
         let predictions: Vec<Option<Duration>> = candidates
             .iter()
-            .map(|c| {
-                let own = c.batcher.predict_latency(decode)?;
+            .zip(&owns)
+            .map(|(c, own)| {
                 let others = backlogs
                     .iter()
                     .filter(|(m, _)| !Arc::ptr_eq(m, c))
                     .map(|(_, b)| *b)
                     .chain([decode_pool]);
-                Some(auto::shared_cpu_latency(own, others) + spent)
+                Some(auto::shared_cpu_latency((*own)?, others) + spent)
             })
             .collect();
         let with_margin: Vec<Option<Duration>> = {
@@ -599,6 +615,8 @@ impl Service {
                     budget,
                     predicted,
                     margin,
+                    own: owns[index],
+                    spent,
                 };
                 Ok((model, routing, routed))
             }

@@ -2,7 +2,8 @@
 //! when the flagship is busy, a refusal at once (nothing queued) when no variant fits, the request's
 //! deadline as the budget when it sets none, the time taken to receive the image counted against the budget, and
 //! each variant's quality and ladder place in the model list.
-//! Detection too: a busy FPN-lite detector steps down to the SSD MobileNetV1 300 one.
+//! Detection too: a busy FPN-lite detector steps down to the SSD MobileNetV1 300 one. With five classifiers,
+//! auto tries four of them, and the list says which it passes over.
 //!
 //! A test binary of its own: the counters it reads are process-wide.
 mod common;
@@ -15,6 +16,8 @@ use serde_json::Value;
 
 const FLAGSHIP: &str = "mobilenet_v2_1.0_224";
 const INT8: &str = "mobilenet_v2_1.0_224_int8";
+const R192: &str = "mobilenet_v2_1.0_192";
+const R160: &str = "mobilenet_v2_1.0_160";
 const SMALLEST: &str = "mobilenet_v2_1.0_96";
 const DETECTOR: &str = "ssd_mobilenet_v2_fpnlite_256";
 const SMALLER_DETECTOR: &str = "ssd_mobilenet_v1_300";
@@ -24,7 +27,20 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server() -> &'static TestServer {
     static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(|| start(&[FLAGSHIP, INT8, SMALLEST, DETECTOR, SMALLER_DETECTOR], &[]))
+    SERVER.get_or_init(|| {
+        start(
+            &[
+                FLAGSHIP,
+                INT8,
+                R192,
+                R160,
+                SMALLEST,
+                DETECTOR,
+                SMALLER_DETECTOR,
+            ],
+            &[],
+        )
+    })
 }
 
 async fn classify_http(query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
@@ -63,6 +79,25 @@ async fn classify_grpc(budget_ms: Option<u32>) -> Result<pb::ClassifyResponse, t
 /// the test holds on a fast machine and a slow one.
 async fn idle_prediction_ms() -> f64 {
     idle_prediction_of("classify", FLAGSHIP).await
+}
+
+async fn model_list() -> Value {
+    reqwest::get(server().url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn model_entry(list: &Value, name: &str) -> Value {
+    list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .cloned()
+        .unwrap()
 }
 
 async fn idle_prediction_of(task: &str, flagship: &str) -> f64 {
@@ -199,7 +234,7 @@ async fn a_busy_flagship_steps_down() {
     let _turn = SERIAL.lock().await;
     let idle = idle_prediction_ms().await;
     // Sixteen clients keep the flagship's queue about fifteen deep: its predicted wait is then several
-    // times its idle latency, while the int8 and 96 variants stay idle and fit three times it.
+    // times its idle latency, while the smaller variants stay idle and fit three times it.
     let budget = (3.0 * idle).ceil() as u32;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
@@ -235,9 +270,15 @@ async fn a_busy_flagship_steps_down() {
     assert!(
         chosen
             .iter()
-            .all(|m| [FLAGSHIP, INT8, SMALLEST].contains(&m.as_str())),
+            .all(|m| [FLAGSHIP, R192, R160, SMALLEST].contains(&m.as_str())),
         "{chosen:?}"
     );
+    // Never a variant the list says auto passes over.
+    let list = model_list().await;
+    for name in &chosen {
+        let entry = model_entry(&list, name);
+        assert!(entry["auto_passed_over"].is_null(), "chose {entry}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,28 +322,15 @@ async fn a_busy_detector_steps_down_to_the_smaller_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_list_shows_quality_and_ladder_places() {
     let _turn = SERIAL.lock().await;
-    let list: Value = reqwest::get(server().url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entry = |name: &str| {
-        list["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name)
-            .cloned()
-            .unwrap()
-    };
+    let list = model_list().await;
+    let entry = |name: &str| model_entry(&list, name);
     let flagship = entry(FLAGSHIP);
     assert_eq!(flagship["auto_rank"], 0, "{flagship}");
     assert_eq!(flagship["quality"]["metric"], "ImageNet top-1 (%)");
     assert_eq!(flagship["quality"]["value"], 70.8);
     assert_eq!(entry(INT8)["auto_rank"], 1);
     let smallest = entry(SMALLEST);
-    assert_eq!(smallest["auto_rank"], 2, "{smallest}");
+    assert_eq!(smallest["auto_rank"], 4, "{smallest}");
     assert!(
         smallest["quality"]["source"]
             .as_str()
@@ -331,4 +359,28 @@ async fn the_model_list_shows_quality_and_ladder_places() {
     let grpc_flagship = models.iter().find(|m| m.name == FLAGSHIP).unwrap();
     assert_eq!(grpc_flagship.auto_rank, Some(0));
     assert_eq!(grpc_flagship.quality.as_ref().map(|q| q.value), Some(70.8));
+    let grpc_int8 = models.iter().find(|m| m.name == INT8).unwrap();
+    assert_eq!(
+        grpc_int8.auto_passed_over,
+        entry(INT8)["auto_passed_over"].as_str().unwrap_or_default()
+    );
+}
+
+/// Of the five classifiers, auto tries the flagship, the cheapest (96) and the two nearest to even steps of
+/// multiply-adds between them (160 and 192); the int8 variant costs as much as the flagship and is passed over.
+/// Both detectors are tried: a ladder of four or fewer is kept whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_list_says_which_variants_are_passed_over() {
+    let _turn = SERIAL.lock().await;
+    let list = model_list().await;
+    let reason = model_entry(&list, INT8)["auto_passed_over"].clone();
+    let reason = reason.as_str().expect("int8 passed over");
+    assert!(
+        reason.contains(&format!("{FLAGSHIP}, {R192}, {R160}, {SMALLEST}")),
+        "{reason}"
+    );
+    for tried in [FLAGSHIP, R192, R160, SMALLEST, DETECTOR, SMALLER_DETECTOR] {
+        let entry = model_entry(&list, tried);
+        assert!(entry["auto_passed_over"].is_null(), "{entry}");
+    }
 }

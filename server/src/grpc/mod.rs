@@ -194,6 +194,7 @@ fn model_info(m: ModelInfo) -> pb::ModelInfo {
             source: q.source,
         }),
         auto_rank: m.auto_rank.map(|r| r as u32),
+        auto_passed_over: m.auto_passed_over.unwrap_or_default(),
     }
 }
 
