@@ -45,8 +45,8 @@ const MARGIN_QUANTILE: f64 = 0.995;
 /// the step above is chosen just when that one is predicted to miss the budget, so it is predicted to meet it by
 /// a hair. On the 2-CPU test machine the seven-variant classification ladder thinned to 224, 160, 128 and 96
 /// answered 0.3-0.5% late at the flagship's capacity against 0.9-1.3% with all seven, with 6-15% more goodput at
-/// twice it, in three alternating pairs of runs; with the 192 variant as a fifth step, 0.7% and 1.2%
-/// (docs/auto.md).
+/// twice it, in three alternating pairs of runs; with the 192 variant as a fifth step, 0.7% and 1.2%; with this
+/// rule, 0.3-0.7% in four runs (docs/auto.md, session 17).
 pub const MAX_STEPS: usize = 4;
 
 /// Whether `model=auto` tries a candidate of the ladder.
@@ -60,7 +60,7 @@ pub enum Step {
 /// the paper's measure. With [`MAX_STEPS`] or fewer, or a cost unknown (0), every one. Otherwise the first, the
 /// cheapest, and for each of the costs evenly spaced between theirs (geometrically: from 301M to 56M in four
 /// steps is about 172M and 98M in between) the candidate nearest to it. A candidate after the cheapest is passed
-/// over, and so is one that costs as much as a step above it (the int8 variants of the float flagship: same
+/// over, and so is one that costs as much as the first (the int8 variants of the float flagship: same
 /// multiply-adds). Multiply-adds rather than the throughput measured here: measured at start-up (tried), the
 /// figures of neighbouring variants moved by 20-30% from one start to the next, and the steps with them.
 pub fn ladder_steps(costs: &[u64]) -> Vec<Step> {
