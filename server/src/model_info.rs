@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::{
-    auto::{self, MAX_STEPS, Step},
+    auto::MAX_STEPS,
     engine::Model,
     repository::{Quality, Task},
     routing::{Router, Selector},
@@ -29,7 +29,7 @@ pub struct ModelInfo {
     /// The variant's place in its task's `model=auto` ladder, 0 first; `None` when auto never picks it.
     pub auto_rank: Option<usize>,
     /// Why `model=auto` without attributes passes over this variant of its ladder: it tries at most
-    /// [`MAX_STEPS`] ([`auto::ladder_steps`]). `None` when it is tried (or not in a ladder).
+    /// [`MAX_STEPS`] ([`crate::auto::ladder_steps`]). `None` when it is tried (or not in a ladder).
     pub auto_passed_over: Option<String>,
 }
 
@@ -61,35 +61,34 @@ pub fn list(router: &Router<Model>) -> Vec<ModelInfo> {
         .collect()
 }
 
-/// The variants `model=auto` passes over when a request gives no attributes, by name, with the reason.
+/// The variants `model=auto` passes over when a request gives no attributes (in a ladder, but not among the
+/// router's auto candidates), by name, with the reason.
 fn passed_over(router: &Router<Model>) -> HashMap<String, String> {
     let mut reasons = HashMap::new();
     for task in [Task::Classification, Task::Detection, Task::Segmentation] {
-        let Ok(ladder) = router.auto_candidates(task, &Selector::default()) else {
+        let Ok(tried) = router.auto_candidates(task, &Selector::default()) else {
             continue;
         };
-        let costs: Vec<u64> = ladder
+        let names: Vec<&str> = tried
             .iter()
-            .map(|m| m.variant.config.attributes.multiply_adds)
+            .map(|m| m.variant.config.name.as_str())
             .collect();
-        let steps = auto::ladder_steps(&costs);
-        let taken: Vec<&str> = ladder
+        let ladder = router
+            .models()
             .iter()
-            .zip(&steps)
-            .filter(|(_, step)| **step == Step::Taken)
-            .map(|(m, _)| m.variant.config.name.as_str())
-            .collect();
-        for (model, step) in ladder.iter().zip(&steps) {
-            if *step == Step::PassedOver {
-                reasons.insert(
-                    model.variant.config.name.clone(),
-                    format!(
-                        "model=auto tries at most {MAX_STEPS} variants of a ladder, spaced by multiply-adds: {} \
-                         (ask for this one by name or by its attributes)",
-                        taken.join(", ")
-                    ),
-                );
-            }
+            .map(|m| &m.variant.config)
+            .filter(|c| {
+                c.task == task && router.auto_rank(c).is_some() && !names.contains(&c.name.as_str())
+            });
+        for config in ladder {
+            reasons.insert(
+                config.name.clone(),
+                format!(
+                    "model=auto tries at most {MAX_STEPS} variants of a ladder, spaced by multiply-adds: {} \
+                     (ask for this one by name or by its attributes)",
+                    names.join(", ")
+                ),
+            );
         }
     }
     reasons

@@ -4,10 +4,12 @@
 //! candidates, so that asking for `precision=int8` never gets an ImageNet client a bird classifier. Ties go
 //! to the task's default, then to the cheapest in multiply-adds, then to the higher place in the `auto`
 //! ladder (the better quality figure). With `model=auto` the router gives the task's ladder instead (best
-//! quality first), and the service picks from it by latency (`auto`).
+//! quality first; of a long one, the steps `auto::ladder_steps` keeps), and the service picks from it by
+//! latency (`auto`).
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use crate::{
+    auto,
     error::{Error, Result},
     repository::{Task, VariantConfig},
 };
@@ -153,9 +155,10 @@ impl<M: AsRef<VariantConfig>> Router<M> {
                     .is_none_or(|d| d == config.attributes.dataset))
     }
 
-    /// For `model=auto`: the ladder's variants that match the selector's attributes, best first.
+    /// For `model=auto`: the ladder's variants that match the selector's attributes, best first, at most
+    /// [`auto::MAX_STEPS`] of them ([`auto::ladder_steps`]).
     pub fn auto_candidates(&self, task: Task, selector: &Selector) -> Result<Vec<Arc<M>>> {
-        let candidates: Vec<Arc<M>> = self
+        let matching: Vec<Arc<M>> = self
             .ladders
             .get(&task)
             .into_iter()
@@ -164,6 +167,7 @@ impl<M: AsRef<VariantConfig>> Router<M> {
             .filter(|m| self.candidate(task, selector, cfg(m)))
             .cloned()
             .collect();
+        let candidates = auto::taken(matching, |m| cfg(m).attributes.multiply_adds);
         if candidates.is_empty() {
             return Err(Error::NoMatchingVariant {
                 task: task.as_str(),

@@ -555,10 +555,7 @@ impl Service {
                 .predict(imaging::header::parse(image)?.pixels()),
             Input::Tensor(_) => Duration::ZERO,
         };
-        // At most auto::MAX_STEPS of the ladder are tried.
-        let candidates = auto::taken(router.auto_candidates(task, &request.selector)?, |c| {
-            c.variant.config.attributes.multiply_adds
-        });
+        let candidates = router.auto_candidates(task, &request.selector)?;
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
         // Every model's admitted work competes for the same CPUs as the candidate's.
