@@ -11,8 +11,9 @@
 //! What they share: [`server`] starts the release binary on free loopback ports (and restarts it when a
 //! case killed it), [`load`] drives closed-loop load (the capacity pre-runs), [`openloop`] a constant
 //! arrival rate, [`stats`] turns latencies into percentiles, [`procfs`] reads the server's memory from
-//! `/proc`, [`probe`] is the one normal request whose answer and latency every case watches, and
-//! [`loopback`] refuses any target that is not this machine.
+//! `/proc`, [`probe`] is the one normal request whose answer and latency every case watches, [`stalls`]
+//! tells the machine standing still from the server being slow, and [`loopback`] refuses any target that is
+//! not this machine.
 pub mod abuse;
 pub mod bare;
 pub mod load;
@@ -25,4 +26,5 @@ pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod soak;
+pub mod stalls;
 pub mod stats;

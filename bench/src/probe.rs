@@ -12,6 +12,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::stalls::Stalls;
 use crate::stats::Samples;
 
 /// How long one probe may take before it counts as failed: long past the 200 ms goal, short enough that a
@@ -32,6 +33,8 @@ pub enum Outcome {
 
 #[derive(Debug, Clone)]
 pub struct ProbeResult {
+    /// When it was sent: a slow probe is placed in the attack's timeline by it.
+    pub sent: Instant,
     pub latency: Duration,
     pub outcome: Outcome,
 }
@@ -74,6 +77,7 @@ impl Probe {
         let sent = Instant::now();
         let outcome = self.send(base).await;
         ProbeResult {
+            sent,
             latency: sent.elapsed(),
             outcome,
         }
@@ -117,6 +121,9 @@ impl Probe {
     }
 
     /// Probes every `period` (one at a time) until `stop` turns true; returns every result.
+    ///
+    /// The probes run on a thread and runtime of their own: the attacks' thousands of client tasks share the
+    /// suite's runtime, and a probe queued behind them would time the suite's scheduler, not the server.
     pub fn during(
         &self,
         base: String,
@@ -124,20 +131,35 @@ impl Probe {
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<Vec<ProbeResult>> {
         let probe = self.clone();
-        tokio::spawn(async move {
-            let mut results = Vec::new();
-            loop {
-                let started = Instant::now();
-                results.push(probe.once(&base).await);
-                let next = started + period;
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next.into()) => {}
-                    _ = stop.wait_for(|s| *s) => return results,
+        tokio::task::spawn_blocking(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return vec![ProbeResult {
+                        sent: Instant::now(),
+                        latency: Duration::ZERO,
+                        outcome: Outcome::Failed(format!("the probe's runtime: {e}")),
+                    }];
                 }
-                if *stop.borrow() {
-                    return results;
+            };
+            runtime.block_on(async move {
+                let mut results = Vec::new();
+                loop {
+                    let started = Instant::now();
+                    results.push(probe.once(&base).await);
+                    let next = started + period;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next.into()) => {}
+                        _ = stop.wait_for(|s| *s) => return results,
+                    }
+                    if *stop.borrow() {
+                        return results;
+                    }
                 }
-            }
+            })
         })
     }
 }
@@ -183,11 +205,21 @@ pub struct Summary {
     pub latency: Samples,
     /// Probes (correct or refused) slower than the goal.
     pub slow: usize,
+    /// When the slow ones were sent, in seconds from the first probe, first few kept.
+    pub slow_at: Vec<f64>,
+    /// Probes over the goal only by the time the machine itself stood still ([`crate::stalls`]): not
+    /// counted in `slow`.
+    pub stalled: usize,
+    /// The most machine-stall time within one of them.
+    pub stalled_most: Duration,
 }
 
 impl Summary {
-    pub fn of(results: &[ProbeResult], goal: Duration) -> Summary {
+    /// `stalls`: what the stall watcher saw over the same span; a slow probe that the machine's stalls
+    /// account for is counted as `stalled`, not `slow`, and only when the watcher ran at real-time priority.
+    pub fn of(results: &[ProbeResult], goal: Duration, stalls: &Stalls) -> Summary {
         let mut s = Summary::default();
+        let first = results.iter().map(|r| r.sent).min();
         for r in results {
             s.sent += 1;
             s.latency.push(r.latency);
@@ -202,7 +234,21 @@ impl Summary {
                 }
             }
             if matches!(r.outcome, Outcome::Correct | Outcome::Refused) && r.latency > goal {
+                let stalled = if stalls.realtime {
+                    stalls.overlap(r.sent, r.sent + r.latency)
+                } else {
+                    Duration::ZERO
+                };
+                if r.latency.saturating_sub(stalled) <= goal {
+                    s.stalled += 1;
+                    s.stalled_most = s.stalled_most.max(stalled);
+                    continue;
+                }
                 s.slow += 1;
+                if s.slow_at.len() < 3 {
+                    let since = first.map_or(Duration::ZERO, |f| r.sent.duration_since(f));
+                    s.slow_at.push(since.as_secs_f64());
+                }
             }
         }
         s
@@ -230,7 +276,9 @@ mod tests {
 
     #[test]
     fn summary_counts_slow_and_bad_probes() {
+        let start = Instant::now();
         let r = |ms, outcome| ProbeResult {
+            sent: start + Duration::from_millis(ms),
             latency: Duration::from_millis(ms),
             outcome,
         };
@@ -243,11 +291,56 @@ mod tests {
                 r(5, Outcome::Wrong("top-1 \"x\"".into())),
             ],
             Duration::from_millis(200),
+            &Stalls::default(),
         );
         assert_eq!(
             (s.sent, s.correct, s.refused, s.bad, s.slow),
             (5, 2, 1, 2, 1)
         );
         assert_eq!(s.latency.quantile(1.0), 10_000.0);
+        // Each was sent `ms` after `start`: the slow one 299 ms after the first (the 1 ms one).
+        assert_eq!(s.slow_at.len(), 1);
+        assert!((s.slow_at[0] - 0.299).abs() < 1e-9, "{:?}", s.slow_at);
+    }
+
+    #[test]
+    fn a_probe_slow_only_by_a_machine_stall_is_set_apart() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let probe = |sent_ms, ms| ProbeResult {
+            sent: at(sent_ms),
+            latency: Duration::from_millis(ms),
+            outcome: Outcome::Correct,
+        };
+        // The machine stood still from 1000 to 1250 ms.
+        let stall = crate::stalls::Stall {
+            from: at(1000),
+            to: at(1250),
+        };
+        let results = [
+            probe(0, 20),
+            // 290 ms, 250 of them stalled: 40 ms of its own.
+            probe(990, 290),
+            // 400 ms, 240 of them stalled: 160 ms of its own, under the goal too.
+            probe(1010, 400),
+            // 500 ms, 250 stalled: 250 of its own, over the goal.
+            probe(950, 500),
+        ];
+        let goal = Duration::from_millis(200);
+        let realtime = Stalls {
+            realtime: true,
+            stalls: vec![stall],
+        };
+        let s = Summary::of(&results, goal, &realtime);
+        assert_eq!((s.slow, s.stalled), (1, 2));
+        assert_eq!(s.stalled_most, Duration::from_millis(250));
+        // A watcher without real-time priority may have been held off by the server's load: nothing is
+        // set apart.
+        let normal = Stalls {
+            realtime: false,
+            ..realtime
+        };
+        let s = Summary::of(&results, goal, &normal);
+        assert_eq!((s.slow, s.stalled), (3, 0));
     }
 }

@@ -25,15 +25,16 @@ pub fn assert_valid(task: Task, options: &RequestOptions) {
     assert!(s.model.as_ref().is_none_or(|m| !m.is_empty()), "{s:?}");
     // A latency budget only with model=auto, and within 1 ms..10 min.
     assert!(
-        s.latency_budget.is_none_or(|b| s.is_auto()
-            && (1..=600_000).contains(&b.as_millis())),
+        s.latency_budget
+            .is_none_or(|b| s.is_auto() && (1..=600_000).contains(&b.as_millis())),
         "{s:?}"
     );
     // A dataset is a short name of letters, digits, _ and -; it is echoed in the error that names it.
     assert!(
         s.dataset.as_deref().is_none_or(|d| !d.is_empty()
             && d.len() <= 64
-            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')),
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')),
         "{s:?}"
     );
     let precision = s.precision.as_deref().map(str::to_ascii_lowercase);

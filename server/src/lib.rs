@@ -204,9 +204,13 @@ pub async fn run(
             drain.wait(),
         );
     let serving = async {
-        tokio::try_join!(async { anyhow::Ok(http.await) }, async {
-            grpc.await.context("gRPC server")
-        })
+        tokio::try_join!(
+            async {
+                http.await;
+                anyhow::Ok(())
+            },
+            async { grpc.await.context("gRPC server") }
+        )
     };
     tokio::pin!(serving);
 

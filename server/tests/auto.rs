@@ -219,7 +219,7 @@ async fn receiving_the_image_counts_against_the_budget() {
     let total = body["timings"]["total_ms"].as_f64().expect("total_ms");
     assert!(total >= 400.0, "total_ms {total} leaves out the upload");
     // A budget the flagship meets at once is spent by the time the image has arrived: refused, not queued.
-    let budget = (idle_prediction_ms().await * 3.0).max(50.0).min(300.0) as u64;
+    let budget = (idle_prediction_ms().await * 3.0).clamp(50.0, 300.0) as u64;
     let (status, body) =
         classify_with_slow_upload(&format!("model=auto&latency_budget_ms={budget}"), stall).await;
     assert_eq!(

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use crate::probe::{self, Outcome, Probe};
 use crate::procfs::{self, Sampler};
 use crate::server::Server;
+use crate::stalls;
 use crate::{loopback, stats::Samples};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,8 @@ pub struct CaseResult {
     pub case: Case,
     /// Why it failed; empty when it passed.
     pub failures: Vec<String>,
+    /// What a reader should know that is no failure (probes slowed by the machine, not the server).
+    pub notes: Vec<String>,
     pub peak_rss: u64,
     /// False when the kernel refused the VmHWM reset, so the peak is sampled (may miss a short spike).
     pub peak_exact: bool,
@@ -178,6 +181,8 @@ pub struct Suite {
     pub baseline: u64,
     /// The normal request for 2 s before any attack.
     pub at_rest: probe::Summary,
+    /// The stall watcher got real-time priority, so probes slowed only by the machine are set apart.
+    pub stalls_realtime: bool,
     restarts: usize,
 }
 
@@ -212,6 +217,7 @@ impl Suite {
             largest,
             baseline: 0,
             at_rest: probe::Summary::default(),
+            stalls_realtime: false,
             restarts: 0,
         };
         suite.warm_up().await?;
@@ -223,6 +229,7 @@ impl Suite {
         // The normal request with no attack, so the latencies under attack can be read against the
         // machine's own noise (a shared machine's load shows here first).
         let (stop, stopped) = watch::channel(false);
+        let watcher = stalls::Watcher::start();
         let probes = suite.probe.during(
             suite.server.http_url.clone(),
             suite.settings.probe_period,
@@ -230,8 +237,10 @@ impl Suite {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = stop.send(true);
-        suite.at_rest =
-            probe::Summary::of(&probes.await.unwrap_or_default(), suite.settings.probe_goal);
+        let probes = probes.await.unwrap_or_default();
+        let stalled = watcher.stop();
+        suite.stalls_realtime = stalled.realtime;
+        suite.at_rest = probe::Summary::of(&probes, suite.settings.probe_goal, &stalled);
         Ok(suite)
     }
 
@@ -310,6 +319,7 @@ impl Suite {
         let mut result = CaseResult {
             case,
             failures: Vec::new(),
+            notes: Vec::new(),
             peak_rss: 0,
             peak_exact: false,
             probes: probe::Summary::default(),
@@ -333,6 +343,7 @@ impl Suite {
         let s = &self.settings;
 
         let sampler = Sampler::start(pid, Duration::from_millis(50), s.rss_kill);
+        let watcher = stalls::Watcher::start();
         let (stop, stopped) = watch::channel(false);
         let probes = self
             .probe
@@ -348,6 +359,7 @@ impl Suite {
         let probes = probes.await.unwrap_or_default();
         let witnessed = witnesses.await.unwrap_or_default();
         let trace = sampler.stop();
+        let stalled = watcher.stop();
 
         let failures = &mut result.failures;
         match attack {
@@ -387,7 +399,7 @@ impl Suite {
             ));
         }
         // Check 1, during the attack.
-        let summary = probe::Summary::of(&probes, s.probe_goal);
+        let summary = probe::Summary::of(&probes, s.probe_goal, &stalled);
         if summary.sent == 0 {
             failures.push("no normal request completed during the attack".to_owned());
         }
@@ -409,11 +421,27 @@ impl Suite {
         }
         if summary.slow > 0 {
             failures.push(format!(
-                "{} of {} normal requests over {} ms (max {:.0} ms)",
+                "{} of {} normal requests over {} ms (max {:.0} ms; sent at {} s into the attack)",
                 summary.slow,
                 summary.sent,
                 s.probe_goal.as_millis(),
-                summary.latency.quantile(1.0)
+                summary.latency.quantile(1.0),
+                summary
+                    .slow_at
+                    .iter()
+                    .map(|t| format!("{t:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if summary.stalled > 0 {
+            result.notes.push(format!(
+                "{} normal request(s) over {} ms only by the time the machine itself stood still \
+                 (up to {:.0} ms within one; longest stall {:.0} ms): not counted",
+                summary.stalled,
+                s.probe_goal.as_millis(),
+                summary.stalled_most.as_secs_f64() * 1e3,
+                stalled.longest().as_secs_f64() * 1e3
             ));
         }
         // Check 2.

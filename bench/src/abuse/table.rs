@@ -17,11 +17,14 @@ pub fn markdown(header: &[String], results: &[CaseResult], bound: u64) -> String
     );
     out.push_str("|---|---|---|---|---|---|---|\n");
     for r in results {
-        let outcome = if r.failures.is_empty() {
+        let mut outcome = if r.failures.is_empty() {
             "pass".to_owned()
         } else {
             format!("**FAIL**: {}", r.failures.join("; "))
         };
+        if !r.notes.is_empty() {
+            outcome.push_str(&format!(" ({})", r.notes.join("; ")));
+        }
         let peak = if r.peak_rss == 0 {
             "-".to_owned()
         } else {
@@ -70,6 +73,7 @@ mod tests {
         CaseResult {
             case,
             failures,
+            notes: Vec::new(),
             peak_rss: 900 << 20,
             peak_exact: true,
             probes: Summary::default(),
@@ -85,6 +89,10 @@ mod tests {
             &["# title".to_owned()],
             &[
                 result(Case::PngWide, vec![]),
+                CaseResult {
+                    notes: vec!["1 slowed by a stall".to_owned()],
+                    ..result(Case::HalfOpen, vec![])
+                },
                 result(
                     Case::Burst,
                     vec!["refusals p99 9.0 ms over 5 ms".to_owned()],
@@ -96,7 +104,8 @@ mod tests {
         assert!(
             md.contains("| png-wide | pass | 900 MiB (1000) | - (0) | 0 / 0 / 0 | a / b | 3 |")
         );
+        assert!(md.contains("| half-open | pass (1 slowed by a stall) |"));
         assert!(md.contains("| burst | **FAIL**: refusals p99 9.0 ms over 5 ms |"));
-        assert!(md.ends_with("1 of 2 cases passed.\n"));
+        assert!(md.ends_with("2 of 3 cases passed.\n"));
     }
 }

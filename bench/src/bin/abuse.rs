@@ -186,7 +186,7 @@ fn main() -> anyhow::Result<()> {
             results.push(r);
         }
         let header = format!(
-            "Server: `{}` serving {} with flags `{}`; its RSS after warm-up {:.0} MiB, bound = that + {} MiB = {:.0} MiB; open-file limit {fd_limit}. The normal request with no attack: p50 / max {} ({} sent).",
+            "Server: `{}` serving {} with flags `{}`; its RSS after warm-up {:.0} MiB, bound = that + {} MiB = {:.0} MiB; open-file limit {fd_limit}. The normal request with no attack: p50 / max {} ({} sent). {}",
             args.server_bin.display(),
             models.join(", "),
             server_args.join(" "),
@@ -194,7 +194,12 @@ fn main() -> anyhow::Result<()> {
             args.rss_margin_mib,
             procfs::mib(suite.bound()),
             abuse::latency_cell(&suite.at_rest.latency),
-            suite.at_rest.sent
+            suite.at_rest.sent,
+            if suite.stalls_realtime {
+                "Machine stalls are watched by a real-time thread: a normal request over the goal only by the time the machine stood still is reported, not failed."
+            } else {
+                "The stall watcher could not get real-time priority: every slow normal request counts against the server."
+            }
         );
         anyhow::Ok((results, header, suite.bound()))
     })?;

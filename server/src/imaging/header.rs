@@ -137,10 +137,10 @@ pub fn jpeg_exif(bytes: &[u8]) -> Option<&[u8]> {
         }
         let length = usize::from(be16(bytes, at)?);
         let segment = bytes.get(at + 2..at + length.max(2))?;
-        if marker == 0xE1 {
-            if let Some(exif) = segment.strip_prefix(b"Exif\0\0") {
-                return Some(exif);
-            }
+        if marker == 0xE1
+            && let Some(exif) = segment.strip_prefix(b"Exif\0\0")
+        {
+            return Some(exif);
         }
         at += length.max(2);
     }
