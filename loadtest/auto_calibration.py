@@ -7,7 +7,10 @@ without margin, margin, actual time from the request's head to its answer), when
 - by the prediction (margin left out), in tenths of the budget: how many answers, how many came late, and how
   far the actual time fell from the prediction (median and 99.5th percentile), beside the median margin;
 - by how many answers the same variant had given in the 4 s before the request was routed: the sample its
-  margin was taken from (auto::Margin keeps the answers of the last 4 s).
+  margin was taken from (auto::Margin keeps the answers of the last 4 s);
+- by variant, the prediction's parts beside the times measured for the same answers (medians): decoding
+  predicted against measured, the variant's queue and run predicted against measured, the other models' share
+  of the CPUs predicted against what the answer's phases leave unexplained.
 
 Usage: auto_calibration.py SERVER_LOG; prints nothing when the log holds no such events.
 """
@@ -33,6 +36,13 @@ class Answer:
     predicted_ms: float
     margin_ms: float
     took_ms: float
+    # The prediction's parts and the measured phases; None in logs from before they were logged.
+    own_ms: float | None = None
+    decode_predicted_ms: float | None = None
+    spent_ms: float | None = None
+    decode_ms: float | None = None
+    queue_ms: float | None = None
+    inference_ms: float | None = None
 
     @property
     def routed_ms(self) -> float:
@@ -61,8 +71,17 @@ def answers(path: str) -> list[Answer]:
             if f.get("message") != EVENT or f.get("outcome") != "ok" or f.get("predicted_ms") is None:
                 continue
             done = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp() * 1e3
+            parts = ["own_ms", "decode_predicted_ms", "spent_ms", "decode_ms", "queue_ms", "inference_ms"]
             found.append(
-                Answer(done, f["model"], f["budget_ms"], f["predicted_ms"], f["margin_ms"], f["took_ms"])
+                Answer(
+                    done,
+                    f["model"],
+                    f["budget_ms"],
+                    f["predicted_ms"],
+                    f["margin_ms"],
+                    f["took_ms"],
+                    **{k: f.get(k) for k in parts},
+                )
             )
     found.sort(key=lambda a: a.done_ms)
     return found
@@ -120,6 +139,34 @@ def by_history(found: list[Answer]) -> list[str]:
     return rows
 
 
+def by_part(found: list[Answer]) -> list[str]:
+    """Per variant, medians of each part of the prediction against the measured time it stands for."""
+    logged = [a for a in found if None not in (a.own_ms, a.decode_predicted_ms, a.spent_ms, a.decode_ms,
+                                                  a.queue_ms, a.inference_ms)]
+    rows = [
+        "| variant | answers | decode: predicted / measured | queue + run: predicted / measured "
+        "| other models: predicted / unexplained | in the server before routing | total: predicted / measured |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    per_model: dict[str, list[Answer]] = {}
+    for a in logged:
+        per_model.setdefault(a.model, []).append(a)
+    for model, group in sorted(per_model.items(), key=lambda kv: -len(kv[1])):
+        def med(f) -> float:
+            return quantile([f(a) for a in group], 0.5)
+
+        rows.append(
+            f"| {model} | {len(group)} "
+            f"| {med(lambda a: a.decode_predicted_ms):.1f} / {med(lambda a: a.decode_ms):.1f} "
+            f"| {med(lambda a: a.own_ms - a.decode_predicted_ms):.1f} / {med(lambda a: a.queue_ms + a.inference_ms):.1f} "
+            f"| {med(lambda a: a.predicted_ms - a.own_ms - a.spent_ms):.1f} "
+            f"/ {med(lambda a: a.took_ms - a.spent_ms - a.decode_ms - a.queue_ms - a.inference_ms):.1f} "
+            f"| {med(lambda a: a.spent_ms):.1f} "
+            f"| {med(lambda a: a.predicted_ms):.1f} / {med(lambda a: a.took_ms):.1f} |"
+        )
+    return rows if len(rows) > 2 else []
+
+
 def main() -> None:
     found = answers(sys.argv[1])
     if not found:
@@ -135,6 +182,10 @@ def main() -> None:
     print("\n".join(by_prediction(found)))
     print()
     print("\n".join(by_history(found)))
+    parts = by_part(found)
+    if parts:
+        print()
+        print("\n".join(parts))
 
 
 if __name__ == "__main__":

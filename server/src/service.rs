@@ -98,8 +98,10 @@ struct Routed {
     margin: Duration,
     /// The prediction's parts, for the debug event: the chosen variant's own queue, run and decoding (what it
     /// would take with the CPUs to itself), and the time the request had spent in the server when routed. The
-    /// rest of `predicted` is the other models' share of the CPUs.
+    /// rest of `predicted` is the other models' share of the CPUs. `decode` is the part of `own` that is
+    /// decoding this image.
     own: Option<Duration>,
+    decode: Duration,
     spent: Duration,
 }
 
@@ -360,10 +362,14 @@ impl Service {
             predicted,
             margin,
             own,
+            decode,
             spent,
         }) = routed
         {
             let took = start.elapsed();
+            let phase_ms = |phase: fn(&metrics::PhaseTimes) -> Duration| {
+                phases.as_ref().map(|p| phase(p).as_secs_f64() * 1e3)
+            };
             // Read by loadtest/auto_calibration.py: how the router's predictions held (docs/auto.md).
             tracing::debug!(
                 model = %model_name,
@@ -372,8 +378,12 @@ impl Service {
                 predicted_ms = predicted.map(|p| p.as_secs_f64() * 1e3),
                 margin_ms = margin.as_secs_f64() * 1e3,
                 own_ms = own.map(|o| o.as_secs_f64() * 1e3),
+                decode_predicted_ms = decode.as_secs_f64() * 1e3,
                 spent_ms = spent.as_secs_f64() * 1e3,
                 took_ms = took.as_secs_f64() * 1e3,
+                decode_ms = phase_ms(|p| p.decode),
+                queue_ms = phase_ms(|p| p.queue),
+                inference_ms = phase_ms(|p| p.inference),
                 "model=auto answered"
             );
             metrics::record_auto_budget(
@@ -613,6 +623,7 @@ impl Service {
                     predicted,
                     margin,
                     own: owns[index],
+                    decode,
                     spent,
                 };
                 Ok((model, routing, routed))

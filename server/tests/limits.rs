@@ -282,10 +282,22 @@ async fn open_connections_are_counted_until_they_close() {
         held.push(stream);
     }
     let grpc = server.grpc_client().await;
-    let page = server.metrics().await;
-    // The scrape's own connection may count too, and the earlier scrape's may not have closed yet.
-    assert!(open(&page, "http") >= before + 3.0, "{page}");
-    assert!(open(&page, "grpc") >= 1.0, "{page}");
+    // The scrape's own connection may count too, and the earlier scrape's may not have closed yet. The HTTP
+    // connections were answered, so they are counted already; the gRPC client's connect returns once the
+    // kernel has completed the handshake, which may be before the server's accept loop has taken it.
+    let start = Instant::now();
+    loop {
+        let page = server.metrics().await;
+        assert!(open(&page, "http") >= before + 3.0, "{page}");
+        if open(&page, "grpc") >= 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the gRPC connection is not counted:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(held);
     drop(grpc);
     let start = Instant::now();
