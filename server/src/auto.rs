@@ -4,7 +4,7 @@
 //! published or measured quality); of a long ladder only [`MAX_STEPS`] variants, spaced by cost, are tried
 //! ([`ladder_steps`]). Each variant's batcher predicts the time a request sent to it now would
 //! take: the wait behind the requests it has admitted, its own run, and decoding this image, which
-//! [`DecodeCost`] predicts from the image's size. All models share the same CPUs, so the work the other
+//! [`crate::decode_cost`] predicts from the image's size. All models share the same CPUs, so the work the other
 //! models and the decode pool ([`DecodeBacklog`]) have taken on delays it too ([`shared_cpu_latency`]):
 //! without that, a step-down spread the load over several variants whose batches then ran side by side at
 //! two to five times their learned time (docs/auto.md). The first variant whose prediction fits is chosen; when
@@ -21,9 +21,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-
-/// Weight of the newest observation in the decode cost's decaying average: about the last twenty images.
-const NEWEST_WEIGHT: f64 = 0.05;
 
 /// How many of a variant's latest auto-routed answers its margin is taken from: the 99.5th percentile of 512
 /// is their third largest overrun. With 128 answers and the 99th percentile (the second largest) until session
@@ -183,33 +180,6 @@ impl Drop for Pending {
     }
 }
 
-/// Seconds of decoding per megapixel of the client's image, learned from the requests served (decoding,
-/// resizing and normalising, on the decode pool or on a model thread); the first image observed (the start-up
-/// sample, or the first request's when there was none) seeds it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DecodeCost {
-    seconds_per_megapixel: Option<f64>,
-}
-
-impl DecodeCost {
-    pub fn observe(&mut self, pixels: u64, took: Duration) {
-        if pixels == 0 {
-            return;
-        }
-        let sample = per_megapixel(pixels, took);
-        self.seconds_per_megapixel = Some(match self.seconds_per_megapixel {
-            Some(avg) => avg + NEWEST_WEIGHT * (sample - avg),
-            None => sample,
-        });
-    }
-
-    /// Expected decoding time of an image of `pixels`: zero until an image was observed.
-    pub fn predict(&self, pixels: u64) -> Duration {
-        let per_megapixel = self.seconds_per_megapixel.unwrap_or_default();
-        Duration::from_secs_f64(per_megapixel * pixels as f64 / 1e6)
-    }
-}
-
 /// How much later than predicted a variant's auto-routed answers came: the 99.5th percentile of (actual -
 /// predicted) over its latest [`MARGIN_WINDOW`] answers of the last [`MARGIN_MAX_AGE`], never negative. Added
 /// to its predictions, it turns "predicted to fit" into "fits in 199 of 200 such requests" without a hand-set
@@ -248,10 +218,6 @@ impl Margin {
         let rank = (MARGIN_QUANTILE * sorted.len() as f64).ceil() as usize;
         Duration::from_secs_f64(sorted[rank.clamp(1, sorted.len()) - 1].max(0.0))
     }
-}
-
-fn per_megapixel(pixels: u64, took: Duration) -> f64 {
-    took.as_secs_f64() / (pixels.max(1) as f64 / 1e6)
 }
 
 #[cfg(test)]
@@ -423,29 +389,6 @@ mod tests {
             margin.at(t0 + MARGIN_MAX_AGE + ms(1)),
             Duration::ZERO,
             "no answers for four seconds: the variant is predicted afresh"
-        );
-    }
-
-    #[test]
-    fn decode_cost_scales_with_pixels_and_follows_new_images() {
-        let mut cost = DecodeCost::default();
-        assert_eq!(
-            cost.predict(1_000_000),
-            Duration::ZERO,
-            "nothing observed yet"
-        );
-        cost.observe(1_000_000, ms(4));
-        assert_eq!(cost.predict(2_000_000), ms(8), "the first image seeds it");
-        assert_eq!(cost.predict(0), Duration::ZERO);
-        for _ in 0..200 {
-            cost.observe(500_000, ms(1)); // 2 ms per megapixel
-        }
-        let per_mp = cost.predict(1_000_000).as_secs_f64() * 1e3;
-        assert!((per_mp - 2.0).abs() < 0.01, "{per_mp}");
-        cost.observe(0, ms(100));
-        assert!(
-            (cost.predict(1_000_000).as_secs_f64() * 1e3 - per_mp).abs() < 1e-9,
-            "empty images are ignored"
         );
     }
 

@@ -27,6 +27,7 @@ pub mod auto;
 pub mod batching;
 pub mod config;
 pub mod cpus;
+pub mod decode_cost;
 pub mod engine;
 pub mod error;
 pub mod grpc;
@@ -258,16 +259,20 @@ const GRPC_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 /// Prepares a synthetic 720p JPEG for the first model, which `model=auto` predicts decoding from until requests
 /// refine it. Not fatal: limits below a 720p photo refuse the sample, and `auto` then learns from the first
 /// request.
-fn measure_decode_speed(router: &Router<Model>, config: &Config) -> Option<(u64, Duration)> {
+fn measure_decode_speed(
+    router: &Router<Model>,
+    config: &Config,
+) -> Option<imaging::calibrate::DecodeSample> {
     let first = &router.models()[0].variant.config.input;
     match imaging::calibrate::decode_sample(first, &config.image_limits()) {
-        Ok((pixels, took)) => {
+        Ok(sample) => {
             tracing::info!(
-                pixels,
-                took_us = took.as_micros() as u64,
+                bytes = sample.bytes,
+                pixels = sample.pixels,
+                took_us = sample.took.as_micros() as u64,
                 "decode speed measured"
             );
-            Some((pixels, took))
+            Some(sample)
         }
         Err(e) => {
             tracing::warn!(error = %e, "decode speed not measured at start-up");

@@ -15,7 +15,8 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
-    auto::{self, Choice, DecodeBacklog, DecodeCost, Margin},
+    auto::{self, Choice, DecodeBacklog, Margin},
+    decode_cost::DecodeCost,
     batching::Payload,
     engine::Model,
     error::{Error, Result},
@@ -205,12 +206,17 @@ impl Service {
         self
     }
 
-    /// Installs the loaded models; from then on the service is ready. `decode_sample` is one image's pixel
-    /// count and preparation time, which `model=auto` predicts decoding from until requests refine it
-    /// (without one, from the first request's).
-    pub fn set_models(&self, router: Router<Model>, decode_sample: Option<(u64, Duration)>) {
-        if let Some((pixels, took)) = decode_sample {
-            self.decode_cost().observe(pixels, took);
+    /// Installs the loaded models; from then on the service is ready. `decode_sample` is one image's
+    /// preparation time, which `model=auto` predicts decoding from until requests refine it (without one,
+    /// from the first request's).
+    pub fn set_models(
+        &self,
+        router: Router<Model>,
+        decode_sample: Option<imaging::calibrate::DecodeSample>,
+    ) {
+        if let Some(sample) = decode_sample {
+            self.decode_cost()
+                .observe(sample.bytes, sample.pixels, sample.took);
         }
         let _ = self.router.set(router);
     }
@@ -433,8 +439,16 @@ impl Service {
         let permit = model.batcher.try_admit(request.deadline)?;
 
         let decode_start = Instant::now();
+        // Preparing on the decode pool, without the wait for a thread: what the decode cost learns from.
+        let mut pool_preparing = Duration::ZERO;
+        let mut image_bytes = 0;
         let (payload, is_image) = match request.input {
-            Input::Image(image) => (self.admit_image(&model, image).await?, true),
+            Input::Image(image) => {
+                image_bytes = image.len();
+                let (payload, preparing) = self.admit_image(&model, image).await?;
+                pool_preparing = preparing;
+                (payload, true)
+            }
             Input::Tensor(prepared) => {
                 if !prepared.data.fits(&variant.config.input) {
                     return Err(Error::BadRequest(format!(
@@ -491,8 +505,11 @@ impl Service {
         };
         *phases = Some(p);
         if is_image {
-            self.decode_cost()
-                .observe(u64::from(w) * u64::from(h), p.decode);
+            self.decode_cost().observe(
+                image_bytes,
+                u64::from(w) * u64::from(h),
+                pool_preparing + output.decode,
+            );
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(Answer {
@@ -514,8 +531,9 @@ impl Service {
 
     /// An encoded image, ready to queue: its header checked against the limits on the reactor (before
     /// anything is allocated), its decode memory reserved (waiting within the deadline), then prepared on the
-    /// decode pool, or left encoded for the model thread when the model's knobs say so.
-    async fn admit_image(&self, model: &Model, image: Bytes) -> Result<Payload> {
+    /// decode pool, or left encoded for the model thread when the model's knobs say so. With the payload, the
+    /// time its preparing took on the pool (zero when left to the model thread).
+    async fn admit_image(&self, model: &Model, image: Bytes) -> Result<(Payload, Duration)> {
         let spec = &model.variant.config.input;
         let inspection = imaging::inspect(&image, spec, &self.image_limits)?;
         let reservation = self.decode_budget.reserve(inspection.memory_bytes).await?;
@@ -525,21 +543,22 @@ impl Service {
             reservation,
         };
         if model.knobs.decode_in_model_thread {
-            return Ok(Payload::Encoded(encoded));
+            return Ok((Payload::Encoded(encoded), Duration::ZERO));
         }
         let variant = model.variant.clone();
         let predicted = self
             .decode_cost()
-            .predict(encoded.inspection.header.pixels());
+            .predict(encoded.bytes.len(), encoded.inspection.header.pixels());
         let pending = self.decode_backlog.add(predicted);
-        let prepared = self
+        let (prepared, took) = self
             .blocking(move || {
+                let started = Instant::now();
                 let prepared = encoded.prepare(&variant.config.input);
                 drop(pending);
-                prepared
+                Ok((prepared?, started.elapsed()))
             })
             .await?;
-        Ok(Payload::Prepared(prepared))
+        Ok((Payload::Prepared(prepared), took))
     }
 
     /// `model=auto`: the best variant of the ladder whose predicted latency fits the budget (the request's
@@ -562,7 +581,7 @@ impl Service {
         let decode = match &request.input {
             Input::Image(image) => self
                 .decode_cost()
-                .predict(imaging::header::parse(image)?.pixels()),
+                .predict(image.len(), imaging::header::parse(image)?.pixels()),
             Input::Tensor(_) => Duration::ZERO,
         };
         let candidates = router.auto_candidates(task, &request.selector)?;

@@ -12,10 +12,18 @@ const WIDTH: usize = 1280;
 const HEIGHT: usize = 720;
 const ROUNDS: usize = 3;
 
+/// One image's preparation time, with its compressed size and pixel count.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeSample {
+    pub bytes: usize,
+    pub pixels: u64,
+    pub took: Duration,
+}
+
 /// Encodes a 1280x720 photo-like JPEG (smooth gradients under fine noise, which is what makes entropy decoding
-/// cost what it costs on a photo), prepares it for `spec` three times, and gives its pixel count and the
-/// fastest time (the others carry start-up noise: page faults, cold caches).
-pub fn decode_sample(spec: &InputSpec, limits: &ImageLimits) -> Result<(u64, Duration)> {
+/// cost what it costs on a photo), prepares it for `spec` three times, and gives its size and the fastest time
+/// (the others carry start-up noise: page faults, cold caches).
+pub fn decode_sample(spec: &InputSpec, limits: &ImageLimits) -> Result<DecodeSample> {
     let jpeg = sample_jpeg()?;
     let inspection = inspect(&jpeg, spec, limits)?;
     let mut fastest = Duration::MAX;
@@ -24,7 +32,11 @@ pub fn decode_sample(spec: &InputSpec, limits: &ImageLimits) -> Result<(u64, Dur
         prepare(&jpeg, &inspection, spec)?;
         fastest = fastest.min(started.elapsed());
     }
-    Ok((inspection.header.pixels(), fastest))
+    Ok(DecodeSample {
+        bytes: jpeg.len(),
+        pixels: inspection.header.pixels(),
+        took: fastest,
+    })
 }
 
 fn sample_jpeg() -> Result<Vec<u8>> {
@@ -76,15 +88,13 @@ mod tests {
             std: [1.0; 3],
             resize: ResizeMode::Stretch,
         };
-        let (pixels, took) = decode_sample(&spec, &ImageLimits::default()).unwrap();
-        assert_eq!(pixels, (WIDTH * HEIGHT) as u64);
+        let sample = decode_sample(&spec, &ImageLimits::default()).unwrap();
+        assert_eq!(sample.pixels, (WIDTH * HEIGHT) as u64);
         assert!(
-            took > Duration::ZERO && took < Duration::from_secs(5),
-            "{took:?}"
+            sample.took > Duration::ZERO && sample.took < Duration::from_secs(5),
+            "{sample:?}"
         );
-        assert!(
-            sample_jpeg().unwrap().len() > 100_000,
-            "noise makes a photo-sized file"
-        );
+        assert_eq!(sample.bytes, sample_jpeg().unwrap().len());
+        assert!(sample.bytes > 100_000, "noise makes a photo-sized file");
     }
 }
