@@ -24,15 +24,7 @@ type Features = [f64; 3];
 
 /// The subsets of features the fit tries, fewest first, pixels before bytes: with a single image (the start-up
 /// sample) several fit exactly, and the first wins, so a lone sample scales by pixels.
-const SUBSETS: [&[usize]; 7] = [
-    &[1],
-    &[0],
-    &[2],
-    &[1, 2],
-    &[0, 2],
-    &[0, 1],
-    &[0, 1, 2],
-];
+const SUBSETS: [&[usize]; 7] = [&[1], &[0], &[2], &[1, 2], &[0, 2], &[0, 1], &[0, 1, 2]];
 
 #[derive(Debug, Clone, Default)]
 pub struct DecodeCost {
@@ -170,7 +162,8 @@ mod tests {
     /// small heavy image from a large light one, which a per-pixel rate cannot.
     #[test]
     fn bytes_pixels_and_a_fixed_part_are_told_apart() {
-        let truth = |bytes: usize, pixels: u64| 6.0 * bytes as f64 / 1e6 + 2.0 * pixels as f64 / 1e6 + 0.3;
+        let truth =
+            |bytes: usize, pixels: u64| 6.0 * bytes as f64 / 1e6 + 2.0 * pixels as f64 / 1e6 + 0.3;
         let images = [
             (30_300, 156_000),
             (104_837, 921_600),
@@ -186,7 +179,10 @@ mod tests {
         }
         for (bytes, pixels) in images {
             let p = predicted_ms(&cost, bytes, pixels);
-            assert!((p - truth(bytes, pixels)).abs() < 1e-3, "{bytes} B, {pixels} px: {p}");
+            assert!(
+                (p - truth(bytes, pixels)).abs() < 1e-3,
+                "{bytes} B, {pixels} px: {p}"
+            );
         }
         // The parrot (0.5 MP, 597 KB) costs more than the 720p cat (0.9 MP, 105 KB).
         assert!(predicted_ms(&cost, 596_977, 475_648) > predicted_ms(&cost, 104_837, 921_600));
@@ -199,7 +195,11 @@ mod tests {
         cost.observe(100_000, 1_000_000, ms(4.0));
         cost.observe(500_000, 1_000_000, ms(3.0));
         cost.observe(100_000, 200_000, ms(1.0));
-        assert!(cost.fit.unwrap().iter().all(|&c| c >= 0.0), "{:?}", cost.fit);
+        assert!(
+            cost.fit.unwrap().iter().all(|&c| c >= 0.0),
+            "{:?}",
+            cost.fit
+        );
         assert!(predicted_ms(&cost, 5_000_000, 1_000) >= 0.0);
     }
 

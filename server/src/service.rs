@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 
 use crate::{
     auto::{self, Choice, DecodeBacklog, Margin},
-    decode_cost::DecodeCost,
     batching::Payload,
+    decode_cost::DecodeCost,
     engine::Model,
     error::{Error, Result},
     imaging::{self, DecodeBudget, Encoded, ImageLimits},

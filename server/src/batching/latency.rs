@@ -76,23 +76,39 @@ impl LatencyModel {
 }
 
 /// How long a request admitted now takes until its answer, from its batcher's state: `ahead` requests admitted
-/// before it, `running` of them in batches already handed to a session. It joins the ones still queued in one
-/// batch (up to `max_batch_size`), so it waits for the work ahead of that batch, shared by the instances
-/// (`waits`, which count the decoding on the model thread), then runs its whole batch on one session (`runs`):
-/// a batch of eight on a single-thread session takes about eight times one image, not one image's time.
-/// Counting every queued request into its batch errs on the slow side: some of them may already be in a
-/// closed batch that waits for a session. `None` until a batch has run.
+/// before it, `running` of them in batches already handed to a session, of which the batches in `started`
+/// (time since each began, its size) are running now. It joins the ones still queued in one batch (up to
+/// `max_batch_size`), so it waits for the work ahead of that batch, shared by the instances (`waits`, which
+/// count the decoding on the model thread), then runs its whole batch on one session (`runs`): a batch of
+/// eight on a single-thread session takes about eight times one image, not one image's time. A started batch
+/// counts with the time it has left, not its whole time: a request arriving mid-batch waits for the rest of
+/// it only, on average half (counting the whole made the predictions of a busy flagship about 6 ms longer than
+/// its answers took, docs/auto.md, session 18). Counting every queued request into its batch errs on the slow
+/// side: some of them may already be in a closed batch that waits for a session. `None` until a batch has run.
 pub fn predict_completion(
     waits: &LatencyModel,
     runs: &LatencyModel,
     ahead: usize,
     running: usize,
+    started: &[(Duration, usize)],
     instances: usize,
     max_batch_size: usize,
 ) -> Option<Duration> {
     let queued = ahead.saturating_sub(running);
     let batch = (queued + 1).min(max_batch_size.max(1));
-    let wait = waits.expected_wait(ahead + 1 - batch, instances, max_batch_size)?;
+    let before = ahead + 1 - batch;
+    let mut started_requests = 0;
+    let mut left = Duration::ZERO;
+    for &(elapsed, size) in started {
+        started_requests += size;
+        left += waits.batch_time(size)?.saturating_sub(elapsed);
+    }
+    let rest = waits.expected_wait(
+        before.saturating_sub(started_requests),
+        instances,
+        max_batch_size,
+    )?;
+    let wait = rest + left / instances.max(1) as u32;
     Some(wait + runs.batch_time(batch)?)
 }
 
@@ -238,38 +254,66 @@ mod tests {
         m.observe(4, ms(12)); // 3 ms per image
         m.observe(8, ms(16)); // 2 ms per image
         // Idle: its own image alone.
-        assert_eq!(predict_completion(&m, &m, 0, 0, 2, 8), Some(ms(4)));
+        assert_eq!(predict_completion(&m, &m, 0, 0, &[], 2, 8), Some(ms(4)));
         // Two running (one per instance), none queued: it waits for them, then runs alone.
         assert!(close(
-            predict_completion(&m, &m, 2, 2, 2, 8).unwrap(),
+            predict_completion(&m, &m, 2, 2, &[], 2, 8).unwrap(),
             ms(4) + ms(4)
         ));
         // Three queued and one running: its batch of four waits for the running one (shared by the two
         // instances), then runs whole on one session.
         assert!(close(
-            predict_completion(&m, &m, 4, 1, 2, 8).unwrap(),
+            predict_completion(&m, &m, 4, 1, &[], 2, 8).unwrap(),
             ms(2) + ms(12)
         ));
         // Twenty queued: its batch is a full one of eight, behind the other thirteen.
         assert!(close(
-            predict_completion(&m, &m, 20, 0, 2, 8).unwrap(),
+            predict_completion(&m, &m, 20, 0, &[], 2, 8).unwrap(),
             m.expected_wait(13, 2, 8).unwrap() + ms(16)
         ));
         // Without batching, nothing changes: the work ahead shared, then its own image.
         let mut single = LatencyModel::new(1);
         single.observe(1, ms(10));
         assert!(close(
-            predict_completion(&single, &single, 4, 2, 2, 1).unwrap(),
+            predict_completion(&single, &single, 4, 2, &[], 2, 1).unwrap(),
             ms(30)
         ));
         assert_eq!(
-            predict_completion(&LatencyModel::new(8), &m, 0, 0, 1, 8),
+            predict_completion(&LatencyModel::new(8), &m, 0, 0, &[], 1, 8),
             Some(ms(4))
         );
         assert_eq!(
-            predict_completion(&m, &LatencyModel::new(8), 0, 0, 1, 8),
+            predict_completion(&m, &LatencyModel::new(8), 0, 0, &[], 1, 8),
             None
         );
+    }
+
+    #[test]
+    fn a_started_batch_counts_with_the_time_it_has_left() {
+        let mut m = LatencyModel::new(8);
+        m.observe(1, ms(10));
+        m.observe(2, ms(16)); // 8 ms per image
+        // One instance, one batch of one running for 4 ms: 6 ms left, then its own 10.
+        assert!(close(
+            predict_completion(&m, &m, 1, 1, &[(ms(4), 1)], 1, 8).unwrap(),
+            ms(6) + ms(10)
+        ));
+        // Not begun yet (handed over, waiting for the session): its whole time.
+        assert!(close(
+            predict_completion(&m, &m, 1, 1, &[], 1, 8).unwrap(),
+            ms(10) + ms(10)
+        ));
+        // Running past its expected time: nothing left of it is counted, not a negative time.
+        assert!(close(
+            predict_completion(&m, &m, 1, 1, &[(ms(30), 1)], 1, 8).unwrap(),
+            ms(10)
+        ));
+        // A started batch of two (16 ms, 5 in) and one more handed over, with two queued: its batch of three
+        // waits for the 11 ms left and the other's 10 ms.
+        assert!(close(
+            predict_completion(&m, &m, 5, 3, &[(ms(5), 2)], 1, 8).unwrap(),
+            ms(11) + ms(10) + m.batch_time(3).unwrap()
+        ));
     }
 
     #[test]

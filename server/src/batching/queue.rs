@@ -10,7 +10,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -87,6 +87,10 @@ pub struct ModelLoad {
     in_flight: AtomicUsize,
     /// Requests in those batches: admitted requests that are no longer queued.
     running: AtomicUsize,
+    /// The batches a model thread has begun and not finished: (id, when it began, size). What a new
+    /// request waits for is what they have left, not their whole time.
+    started: std::sync::Mutex<Vec<(u64, Instant, usize)>>,
+    next_batch: AtomicU64,
     finished: Notify,
     /// How long batches keep a model thread, decoding on it included: the queue wait ahead of a request.
     latency: std::sync::Mutex<LatencyModel>,
@@ -100,6 +104,8 @@ impl ModelLoad {
             instances,
             in_flight: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            started: Default::default(),
+            next_batch: AtomicU64::new(0),
             finished: Notify::new(),
             latency: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
             runs: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
@@ -136,8 +142,22 @@ impl ModelLoad {
         }
     }
 
-    /// Called by a model thread when it has run a batch of `size` requests.
-    pub fn batch_done(&self, size: usize) {
+    /// Called by a model thread when it begins a batch of `size` requests; the id goes to [`batch_done`].
+    ///
+    /// [`batch_done`]: Self::batch_done
+    pub fn batch_started(&self, size: usize) -> u64 {
+        let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
+        self.started().push((id, Instant::now(), size));
+        id
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Instant, usize)>> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by a model thread when it has run the batch `id` of `size` requests.
+    pub fn batch_done(&self, id: u64, size: usize) {
+        self.started().retain(|(started, _, _)| *started != id);
         self.running.fetch_sub(size, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();
@@ -216,6 +236,13 @@ impl Batcher {
     pub fn predict_latency(&self, decode: Duration) -> Option<Duration> {
         let ahead = self.capacity - self.permits.available_permits();
         let running = self.load.running.load(Ordering::Acquire);
+        let now = Instant::now();
+        let started: Vec<(Duration, usize)> = self
+            .load
+            .started()
+            .iter()
+            .map(|&(_, at, size)| (now.saturating_duration_since(at), size))
+            .collect();
         let runs = self.load.runs.lock().unwrap_or_else(|p| p.into_inner());
         let completion = self.load.with_latency(|waits| {
             latency::predict_completion(
@@ -223,6 +250,7 @@ impl Batcher {
                 &runs,
                 ahead,
                 running,
+                &started,
                 self.load.instances,
                 self.max_batch_size,
             )

@@ -245,6 +245,8 @@ struct BatchSlot<'a> {
     load: &'a ModelLoad,
     /// The batch's requests, given back with it: the model's count of requests running.
     size: usize,
+    /// The model's id of the batch, from [`ModelLoad::batch_started`].
+    id: u64,
     held: bool,
 }
 
@@ -253,13 +255,14 @@ impl<'a> BatchSlot<'a> {
         BatchSlot {
             load,
             size,
+            id: load.batch_started(size),
             held: true,
         }
     }
 
     fn release(&mut self) {
         if std::mem::take(&mut self.held) {
-            self.load.batch_done(self.size);
+            self.load.batch_done(self.id, self.size);
         }
     }
 }
