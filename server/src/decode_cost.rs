@@ -1,11 +1,11 @@
 //! What decoding a client's image will cost, learned from the images decoded so far: `model=auto` adds it to
 //! every candidate's prediction, and the decode pool's backlog is counted in it.
 //!
-//! Time per pixel alone was off by two ways here (docs/auto.md, session 18): a JPEG's entropy decoding costs by
-//! its compressed bytes, and the rest (the scaled IDCT, the resize, the normalising) by its pixels, so the test
-//! set's 0.5 MP, 597 KB parrot takes longer to prepare than the 0.9 MP, 105 KB 720p cat. The per-pixel rate
-//! then predicted twice the time for large images and too little for small ones, and the margin, learned from
-//! the worst overruns, grew for every image of a variant to cover the small ones. So the cost is a linear
+//! Time per pixel alone was off here (docs/auto.md, session 18): a JPEG's entropy decoding costs by its
+//! compressed bytes, and the rest (the scaled IDCT, the resize, the normalising) by its pixels, so the test
+//! set's 0.5 MP, 597 KB parrot decodes slower than the 0.9 MP, 105 KB 720p cat (5.4 against 2.1 ms with
+//! libjpeg-turbo on one thread). The per-pixel rate predicted 7.4–8.8 ms of decoding for the requests sent to
+//! the small variants, whose decoding took 3.8–4.7 ms. So the cost is a linear
 //! function of the compressed size, the pixel count and a fixed part, fitted by least squares over the latest
 //! [`WINDOW`] images, each coefficient kept at zero or above (a negative one would promise a free decode to an
 //! image unlike the recent ones). Pure logic: unit tested below.
@@ -125,11 +125,12 @@ fn solve(samples: &VecDeque<(Features, f64)>, subset: &[usize]) -> Option<Vec<f6
             return None;
         }
         m.swap(col, pivot);
-        for r in 0..n {
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != col {
-                let factor = m[r][col] / m[col][col];
-                for c in col..=n {
-                    m[r][c] -= factor * m[col][c];
+                let factor = row[col] / pivot_row[col];
+                for (value, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                    *value -= factor * p;
                 }
             }
         }

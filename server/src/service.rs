@@ -439,15 +439,13 @@ impl Service {
         let permit = model.batcher.try_admit(request.deadline)?;
 
         let decode_start = Instant::now();
-        // Preparing on the decode pool, without the wait for a thread: what the decode cost learns from.
-        let mut pool_preparing = Duration::ZERO;
-        let mut image_bytes = 0;
-        let (payload, is_image) = match request.input {
+        // For an image, its size and its preparing on the decode pool without the wait for a thread: what
+        // the decode cost learns from.
+        let (payload, image) = match request.input {
             Input::Image(image) => {
-                image_bytes = image.len();
+                let bytes = image.len();
                 let (payload, preparing) = self.admit_image(&model, image).await?;
-                pool_preparing = preparing;
-                (payload, true)
+                (payload, Some((bytes, preparing)))
             }
             Input::Tensor(prepared) => {
                 if !prepared.data.fits(&variant.config.input) {
@@ -456,7 +454,7 @@ impl Service {
                         variant.config.name
                     )));
                 }
-                (Payload::Prepared(prepared), false)
+                (Payload::Prepared(prepared), None)
             }
         };
         let pool_decode = decode_start.elapsed();
@@ -504,9 +502,9 @@ impl Service {
             postprocess,
         };
         *phases = Some(p);
-        if is_image {
+        if let Some((bytes, pool_preparing)) = image {
             self.decode_cost().observe(
-                image_bytes,
+                bytes,
                 u64::from(w) * u64::from(h),
                 pool_preparing + output.decode,
             );
