@@ -36,6 +36,13 @@ const MARGIN_MAX_AGE: Duration = Duration::from_secs(4);
 /// The share of those answers whose overrun the margin covers.
 const MARGIN_QUANTILE: f64 = 0.995;
 
+/// Below this many recent answers a margin is no longer taken as settled: the variant is predicted with at
+/// least the margin it had when it last had this many, fading to zero over [`MARGIN_MAX_AGE`]. Until session
+/// 19 the margin of a variant whose answers thinned out fell to nothing the moment its last overrun expired,
+/// and the requests that then rushed to it came late: at twice the flagship's capacity 14-20% of the answers
+/// of a variant with fewer than 10 answers in the 4 s before, with a median margin of zero (docs/auto.md).
+const SETTLED_ANSWERS: usize = 50;
+
 /// How many variants of a ladder `model=auto` tries at most: the first, the cheapest, and between them those
 /// nearest to evenly spaced costs ([`ladder_steps`]). Every variant in use splits the load and the CPUs among
 /// more sessions, each with fewer recent answers to learn its margin from, and one that costs little less than
@@ -185,11 +192,16 @@ impl Drop for Pending {
 /// to its predictions, it turns "predicted to fit" into "fits in 199 of 200 such requests" without a hand-set
 /// constant. Per variant, because a busy flagship's errors say nothing of an idle small variant's. Added
 /// rather than multiplied: a factor, tried too (docs/auto.md), grew large on short predictions at light load
-/// and moved requests off the flagship that would have been on time.
+/// and moved requests off the flagship that would have been on time. With fewer than [`SETTLED_ANSWERS`]
+/// recent answers, at least the last settled margin, fading. Per variant rather than borrowed from the task's
+/// other variants: borrowed, a flagship's slow spell shut out the variants below it too, and requests were
+/// refused (20% of them at half the flagship's capacity in one run, docs/auto.md, session 19).
 #[derive(Debug, Clone, Default)]
 pub struct Margin {
     /// (when the answer came, actual - predicted in seconds), oldest first.
     overruns: VecDeque<(Instant, f64)>,
+    /// The margin when last taken from [`SETTLED_ANSWERS`] answers or more, and when.
+    settled: Option<(Instant, Duration)>,
 }
 
 impl Margin {
@@ -201,7 +213,8 @@ impl Margin {
             .push_back((now, actual.as_secs_f64() - predicted.as_secs_f64()));
     }
 
-    /// The margin at `now`: zero when no recent answer came later than predicted.
+    /// The margin at `now`: zero when no recent answer came later than predicted and the last settled
+    /// margin has faded.
     pub fn at(&mut self, now: Instant) -> Duration {
         while self
             .overruns
@@ -211,12 +224,22 @@ impl Margin {
             self.overruns.pop_front();
         }
         let mut sorted: Vec<f64> = self.overruns.iter().map(|(_, o)| *o).collect();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
         sorted.sort_by(f64::total_cmp);
         let rank = (MARGIN_QUANTILE * sorted.len() as f64).ceil() as usize;
-        Duration::from_secs_f64(sorted[rank.clamp(1, sorted.len()) - 1].max(0.0))
+        let recent = match sorted.len() {
+            0 => Duration::ZERO,
+            n => Duration::from_secs_f64(sorted[rank.clamp(1, n) - 1].max(0.0)),
+        };
+        if sorted.len() >= SETTLED_ANSWERS {
+            self.settled = Some((now, recent));
+            return recent;
+        }
+        let fading = self.settled.map_or(Duration::ZERO, |(at, margin)| {
+            let left = 1.0
+                - now.saturating_duration_since(at).as_secs_f64() / MARGIN_MAX_AGE.as_secs_f64();
+            margin.mul_f64(left.max(0.0))
+        });
+        recent.max(fading)
     }
 }
 
@@ -389,6 +412,32 @@ mod tests {
             margin.at(t0 + MARGIN_MAX_AGE + ms(1)),
             Duration::ZERO,
             "no answers for four seconds: the variant is predicted afresh"
+        );
+    }
+
+    #[test]
+    fn a_margin_fades_when_its_answers_thin_out() {
+        let t0 = Instant::now();
+        let mut margin = Margin::default();
+        for _ in 0..SETTLED_ANSWERS {
+            margin.observe(t0, ms(10), ms(40));
+        }
+        assert!(close(margin.at(t0), ms(30)), "settled");
+        let last_settled = t0 + MARGIN_MAX_AGE;
+        assert!(close(margin.at(last_settled), ms(30)), "still settled");
+        let gone = last_settled + ms(1);
+        assert!(
+            margin.at(gone) > ms(29),
+            "every answer expired: about the settled margin, not nothing"
+        );
+        margin.observe(gone, ms(10), ms(12));
+        assert!(
+            close(margin.at(last_settled + MARGIN_MAX_AGE / 2), ms(15)),
+            "half faded, above what a few answers give"
+        );
+        assert!(
+            close(margin.at(last_settled + MARGIN_MAX_AGE), ms(2)),
+            "faded: the few answers' own margin"
         );
     }
 

@@ -18,6 +18,8 @@ pub struct Tenth {
     pub latency: Samples,
     /// Share of the machine's CPU time the hypervisor took during the tenth, in %.
     pub steal_pct: Option<f64>,
+    /// The median of the server's RSS samples in the tenth.
+    pub rss: Option<u64>,
 }
 
 pub struct Figures {
@@ -46,6 +48,7 @@ impl Figures {
                 errors: 0,
                 latency: Samples::default(),
                 steal_pct: steal_between(&soak.rss.cpu, i as f64 * tenth, (i + 1) as f64 * tenth),
+                rss: median_rss(&soak.rss.samples, i as f64 * tenth, (i + 1) as f64 * tenth),
             })
             .collect();
         let mut f = Figures {
@@ -80,7 +83,8 @@ impl Figures {
         }
         f.error_kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         f.tenths = tenths;
-        (f.rss_warm, f.rss_end) = rss_ends(&soak.rss.samples, soak.duration);
+        // After warm-up: the second tenth; at the end: the last.
+        (f.rss_warm, f.rss_end) = (f.tenths[1].rss, f.tenths[9].rss);
         f
     }
 
@@ -113,22 +117,15 @@ impl Figures {
     }
 }
 
-/// The median RSS of the second tenth of the run and of the last tenth.
-fn rss_ends(samples: &[(Duration, u64)], duration: Duration) -> (Option<u64>, Option<u64>) {
-    let tenth = duration.as_secs_f64() / 10.0;
-    let median_in = |from: f64, to: f64| {
-        let mut v: Vec<u64> = samples
-            .iter()
-            .filter(|(t, _)| (from..=to).contains(&t.as_secs_f64()))
-            .map(|&(_, rss)| rss)
-            .collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied()
-    };
-    (
-        median_in(tenth, 2.0 * tenth),
-        median_in(9.0 * tenth, 10.0 * tenth),
-    )
+/// The median of the RSS samples taken between `from_s` and `to_s`.
+fn median_rss(samples: &[(Duration, u64)], from_s: f64, to_s: f64) -> Option<u64> {
+    let mut v: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| (from_s..=to_s).contains(&t.as_secs_f64()))
+        .map(|&(_, rss)| rss)
+        .collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
 }
 
 /// The steal share between the first CPU sample at or after `from_s` and the last at or before `to_s`.
@@ -184,16 +181,17 @@ pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]
         "| p99 per tenth (ms) | {} |  |\n\n",
         trend.join(" → ")
     ));
-    out.push_str("| tenth | from (s) | requests | errors | p50 (ms) | p99 (ms) | CPU stolen by the hypervisor |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("| tenth | from (s) | requests | errors | p50 (ms) | p99 (ms) | RSS, median | CPU stolen by the hypervisor |\n|---|---|---|---|---|---|---|---|\n");
     for (i, t) in f.tenths.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             i + 1,
             t.start_s,
             t.requests,
             t.errors,
             fmt_ms(t.latency.p50()),
             fmt_ms(t.latency.p99()),
+            show(t.rss),
             t.steal_pct.map_or("-".to_owned(), |p| format!("{p:.1}%"))
         ));
     }
