@@ -6,7 +6,9 @@
 # router's predictions held (auto_calibration.py, from the server's log).
 #
 # Environment (defaults): TASK (classify, detect or segment), BUDGET_MS (50 for classify, 100 for detect, 250 for
-# segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per run), PROTOCOL (http),
+# segment), LEVELS ("0.5 1 2 3"), DURATION (15 s per level), PROTOCOL (http), SHAPE (ramp: one k6 run per model
+# through every level, with RAMP s (5) of linear ramp between levels, reported apart; steps: a fresh k6 run per
+# level and model),
 # CAPACITY (req/s; measured first: k6's saturate scenario, 8 clients on the flagship), CHEAPEST_CAPACITY (the
 # highest of the other ladder variants', measured the same way, 6 s each; CHEAPEST names it when it is given),
 # FLAGSHIP (the task's default in /v1/models), and run.sh's HTTP_URL, GRPC_ADDR, TEST_IMAGES, K6, SERVER_ARGS.
@@ -27,6 +29,8 @@ BUDGET_MS=${BUDGET_MS:-$default_budget}
 LEVELS=${LEVELS:-0.5 1 2 3}
 DURATION=${DURATION:-15}
 PROTOCOL=${PROTOCOL:-http}
+SHAPE=${SHAPE:-ramp}
+RAMP=${RAMP:-5}
 
 RESULTS=$ROOT/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)-auto-$TASK
 mkdir -p "$RESULTS"
@@ -46,7 +50,8 @@ FLAGSHIP=${FLAGSHIP:-$(pick "next(x['name'] for x in m if x['task'] == '$kind' a
 # (the SSD MobileNetV1 300 detector has more than the FPN-lite 256 one, and runs in about two thirds of its time).
 others=$(pick "' '.join(x['name'] for x in m if x['task'] == '$kind' and x.get('auto_rank') not in (None, 0))")
 
-# k6run NAME VAR=VALUE...: one k6 run, its summary in RESULTS/NAME.summary.json. Refusals and late answers are
+# k6run NAME VAR=VALUE...: one k6 run, its summary in RESULTS/NAME.summary.json (`{level}` in NAME: one per
+# level and ramp, and `run` for the whole run, with its log in RESULTS/levels-<model>.k6.log). Refusals and late answers are
 # what is measured here, not failures, so the thresholds are out of the way.
 k6run() {
   local name=$1
@@ -54,8 +59,8 @@ k6run() {
   env "$@" TASK="$TASK" PROTOCOL="$PROTOCOL" IMAGES="$images" HTTP_URL="$HTTP_URL" GRPC_ADDR="$GRPC_ADDR" \
     VARIANTS="$variants" BUDGET_MS="$BUDGET_MS" MAX_ERROR_RATE=1 P95_MS=1e9 P99_MS=1e9 \
     SUMMARY_FILE="$RESULTS/$name.summary.json" \
-    "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/$name.k6.log" ||
-    echo "k6 exited $? for $name; see $RESULTS/$name.k6.log" >&2
+    "$K6" run --quiet --no-usage-report "$ROOT/loadtest/k6/inference.js" 2>"$RESULTS/${name/\{level\}/levels}.k6.log" ||
+    echo "k6 exited $? for $name; see $RESULTS/${name/\{level\}/levels}.k6.log" >&2
 }
 
 # throughput NAME: the answers per second of the k6 run NAME.
@@ -80,18 +85,34 @@ if [[ -z ${CHEAPEST_CAPACITY:-} ]]; then
 fi
 CHEAPEST=${CHEAPEST:-given}
 echo "flagship $FLAGSHIP, capacity $CAPACITY req/s; cheapest $CHEAPEST, $CHEAPEST_CAPACITY req/s; budget $BUDGET_MS ms"
-for level in $LEVELS; do
-  rate=$("$PY" -c "print(max(1, round($level * $CAPACITY)))")  # k6 takes whole requests per second
-  for model in "$FLAGSHIP" auto; do
-    k6run "$level-$model" SCENARIO=constant RATE="$rate" MODEL="$model" DURATION="$DURATION"
-  done
-done
+rates=$(for level in $LEVELS; do "$PY" -c "print(max(1, round($level * $CAPACITY)))"; done | paste -sd' ' -)
+case $SHAPE in
+  ramp)
+    # One k6 run per model through every level, each held DURATION s with a ramp of RAMP s to the next: the
+    # server's learned state carries over from one level to the next, as under a load that rises.
+    for model in "$FLAGSHIP" auto; do
+      k6run "{level}-$model" SCENARIO=levels LEVEL_RATES="$rates" LEVEL_NAMES="$LEVELS" MODEL="$model" \
+        DURATION="$DURATION" RAMP="$RAMP"
+    done
+    ;;
+  steps)
+    # A fresh k6 run per level and model: model=auto starts each level with no recent answers to learn from.
+    set -- $rates
+    for level in $LEVELS; do
+      for model in "$FLAGSHIP" auto; do
+        k6run "$level-$model" SCENARIO=constant RATE="$1" MODEL="$model" DURATION="$DURATION"
+      done
+      shift
+    done
+    ;;
+  *) echo "auto.sh: SHAPE must be ramp or steps, not $SHAPE" >&2; exit 2 ;;
+esac
 
 {
   echo "# model=auto against the flagship: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); k6 runs on the same CPUs."
-  echo "Command: \`SCENARIO=auto TASK=$TASK BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION PROTOCOL=$PROTOCOL make loadtest\`."
+  echo "Command: \`SCENARIO=auto TASK=$TASK BUDGET_MS=$BUDGET_MS LEVELS=\"$LEVELS\" DURATION=$DURATION SHAPE=$SHAPE RAMP=$RAMP PROTOCOL=$PROTOCOL make loadtest\`."
   echo "Flagship \`$FLAGSHIP\`, capacity $CAPACITY req/s; cheapest variant \`$CHEAPEST\`, capacity $CHEAPEST_CAPACITY req/s" \
     "(8 closed-loop clients each); budget $BUDGET_MS ms (client-side time)."
   echo

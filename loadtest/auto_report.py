@@ -1,9 +1,11 @@
 """Markdown report of one `loadtest/auto.sh` run: per load level, the flagship named and model=auto side by side,
 then the issue's goals computed from the same rows.
 
-Usage: auto_report.py RESULTS_DIR FLAGSHIP CHEAPEST_CAPACITY  (reads RESULTS_DIR/<level>-<model>.summary.json;
-CHEAPEST_CAPACITY is the req/s the ladder's cheapest variant served, up to which the late-answer goal holds)"""
+Usage: auto_report.py RESULTS_DIR FLAGSHIP CHEAPEST_CAPACITY  (reads RESULTS_DIR/<level>-<model>.summary.json, and
+<level>to<next>-<model>.summary.json for the ramps between levels; CHEAPEST_CAPACITY is the req/s the ladder's
+cheapest variant served, up to which the late-answer goal holds)"""
 import json
+import math
 import pathlib
 import sys
 
@@ -38,48 +40,70 @@ def ms(v):
     return '-' if v is None else f'{v:.1f}'
 
 
+def segment_key(name):
+    """(level, the next level for a ramp between two, else None) from a summary's segment name: `2`, `1to2`;
+    None for anything else (the capacity runs, a levels run's whole-run summary)."""
+    low, _, high = name.partition('to')
+    try:
+        return float(low), float(high) if high else None
+    except ValueError:
+        return None
+
+
 def main(results, flagship, cheapest):
     runs = {}
     for path in results.glob('*.summary.json'):
-        level, _, model = path.name[: -len('.summary.json')].partition('-')
-        if model and level.replace('.', '', 1).isdigit():  # not the capacity runs
-            runs[(float(level), 'auto' if model == 'auto' else 'fixed')] = row(json.loads(path.read_text()))
+        name, _, model = path.name[: -len('.summary.json')].partition('-')
+        key = segment_key(name)
+        if model and key:
+            runs[(*key, 'auto' if model == 'auto' else 'fixed')] = row(json.loads(path.read_text()))
     print('| load (x capacity) | offered req/s | model | goodput /s | in budget | late | of which late in the server '
           '| late in the server: median decode / queue / inference ms '
           '| outside the server p50 / p99 ms | refused | failed | k6 dropped | served by |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for (level, mode), r in sorted(runs.items()):
+    # Ramps sort after the level they leave (None before a number would not compare: -1 stands for "no ramp").
+    for (level, to, mode), r in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1, kv[0][2])):
+        load = f'{level:g}' if to is None else f'ramp {level:g} to {to:g}'
         served = ', '.join(f'{m} {pct(v)}' for m, v in sorted(r['served'].items(), key=lambda kv: -kv[1]))
-        print(f"| {level:g} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
+        print(f"| {load} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
               f"| {pct(r['in_time'])} | {pct(r['late'])} | {pct(r['late_in_server'])} "
               f"| {' / '.join(ms(r['late_phases'].get(p)) for p in ('decode', 'queue', 'inference'))} "
               f"| {ms(r['outside'].get('p50'))} / "
               f"{ms(r['outside'].get('p99'))} | {pct(r['refused'])} | {pct(r['failed'])} "
-              f"| {r['dropped']} | {served or '-'} |")
-    levels = sorted({level for level, _ in runs})
+              f"| {'-' if r['dropped'] is None else r['dropped']} | {served or '-'} |")
+    # A levels run counts the requests k6 could not start (no client free) for the whole run only.
+    wholes = {m: results / f'run-{m}.summary.json' for m in (flagship, 'auto')}
+    dropped = [f"{json.loads(p.read_text())['dropped_iterations']} ({m})" for m, p in wholes.items() if p.exists()]
+    if dropped:
+        print(f"\nk6 dropped, over each whole run (ramps included): {', '.join(dropped)}.")
+    levels = sorted({level for level, to, _ in runs if to is None})
     if not levels:
         return
     print()
     top = levels[-1]
-    fixed, auto = runs.get((top, 'fixed')), runs.get((top, 'auto'))
-    if fixed and auto and fixed['goodput'] > 0:
-        gain = auto['goodput'] / fixed['goodput']
+    fixed, auto = runs.get((top, None, 'fixed')), runs.get((top, None, 'auto'))
+    if fixed and auto:
+        if fixed['goodput'] > 0:
+            gain, shown = auto['goodput'] / fixed['goodput'], f"{auto['goodput'] / fixed['goodput']:.2f}x"
+        else:  # the flagship answered nothing in time: any goodput is infinitely more
+            gain, shown = (math.inf if auto['goodput'] > 0 else 0.0), 'none in time for the flagship'
         print(f"- goodput at {top:g}x: auto {auto['goodput']:.1f}/s against {fixed['goodput']:.1f}/s, "
-              f"{gain:.2f}x (goal 1.5x): {'met' if gain >= 1.5 else 'NOT met'}")
-    low = runs.get((levels[0], 'auto'))
+              f"{shown} (goal 1.5x): {'met' if gain >= 1.5 else 'NOT met'}")
+    low = runs.get((levels[0], None, 'auto'))
     if low:
         share = low['served'].get(flagship, 0.0)
         others = sum(n for m, n in low['served_counts'].items() if m != flagship)
         print(f"- at {levels[0]:g}x, auto served {pct(share)} of its answers with {flagship}, {others} with another "
               f"variant (goal: every one with the flagship): {'met' if others == 0 else 'NOT met'}")
-    judged = [level for level in levels if (level, 'auto') in runs and runs[(level, 'auto')]['offered'] <= cheapest]
-    for level in levels:
-        auto = runs.get((level, 'auto'))
-        if auto is None:
+    for (level, to, mode), auto in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+        if mode != 'auto':
             continue
-        verdict = ('met' if auto['late'] <= 0.01 else 'NOT met') if level in judged else \
-            f"not judged: {auto['offered']:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
-        print(f"- auto's answers over budget at {level:g}x: {pct(auto['late'])} (goal at most 1% while the load is "
+        # A ramp is judged by the rate it ends at.
+        peak = auto['offered'] if to is None else runs.get((to, None, 'auto'), auto)['offered']
+        load = f'{level:g}x' if to is None else f'the ramp from {level:g}x to {to:g}x'
+        verdict = ('met' if auto['late'] <= 0.01 else 'NOT met') if peak <= cheapest else \
+            f"not judged: {peak:.0f} req/s is over the cheapest variant's {cheapest:.0f}"
+        print(f"- auto's answers over budget at {load}: {pct(auto['late'])} (goal at most 1% while the load is "
               f"within the cheapest variant's capacity): {verdict}")
         if auto['late_predicted'] is not None:
             print(f"  - what the router predicted for them (margin included), median: {ms(auto['late_predicted'])} ms")
@@ -87,6 +111,7 @@ def main(results, flagship, cheapest):
             print(f"  - late in the server, by variant (count, share of its answers): "
                   + ', '.join(f'{m} {n} ({pct(v)})'
                               for m, (n, v) in sorted(auto['late_by_model'].items(), key=lambda kv: -kv[1][0])))
+
 
 if __name__ == '__main__':
     main(pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))

@@ -3,7 +3,10 @@
 // Everything is chosen by environment variables, so the runner (../run.sh) can sweep tasks x protocols:
 //   TASK      classify | detect | segment                      (classify)
 //   PROTOCOL  http | grpc                                      (http)
-//   SCENARIO  constant | ramping | spike | saturate            (constant; saturate: VUS closed-loop clients)
+//   SCENARIO  constant | ramping | spike | saturate | levels   (constant; saturate: VUS closed-loop clients)
+//   LEVEL_RATES, LEVEL_NAMES   the levels scenario: requests/s of each level and its name, space-separated; each
+//             level is held DURATION s, with a linear ramp of RAMP s (5) to the next; SUMMARY_FILE then names one
+//             file per level and ramp, with `{level}` in it replaced by the level's name (`0.5`, `0.5to1`)
 //   RATE      target requests/s (peak of ramping, base of spike); default per task, see RATES
 //   DURATION  seconds of the constant scenario, scales the others (15)
 //   IMAGES    comma-separated JPEG paths, sent in turn         (required)
@@ -20,6 +23,7 @@ import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
+import exec from 'k6/execution';
 import { Rate, Counter, Trend } from 'k6/metrics';
 
 const TASK = __ENV.TASK || 'classify';
@@ -49,6 +53,35 @@ const LIMITS = {
 if (!(TASK in RATES)) throw new Error(`TASK must be classify, detect or segment, not ${TASK}`);
 if (PROTOCOL !== 'http' && PROTOCOL !== 'grpc') throw new Error(`PROTOCOL must be http or grpc, not ${PROTOCOL}`);
 const RATE = parseFloat(__ENV.RATE || RATES[TASK]);
+const RAMP = parseInt(__ENV.RAMP || '5', 10);
+// The levels scenario's segments in order: each level held DURATION s, then a ramp of RAMP s to the next.
+const SEGMENTS = SCENARIO === 'levels' ? levelSegments() : [];
+
+function levelSegments() {
+  const rates = (__ENV.LEVEL_RATES || '').split(' ').filter((v) => v).map(parseFloat);
+  const names = (__ENV.LEVEL_NAMES || '').split(' ').filter((v) => v);
+  if (!rates.length || rates.length !== names.length || rates.some((r) => !(r > 0))) {
+    throw new Error('SCENARIO=levels needs LEVEL_RATES and LEVEL_NAMES, as many of each, rates above 0');
+  }
+  const segments = [];
+  rates.forEach((rate, i) => {
+    segments.push({ name: names[i], rate, seconds: DURATION });
+    if (i + 1 < rates.length) {
+      segments.push({ name: `${names[i]}to${names[i + 1]}`, rate: (rate + rates[i + 1]) / 2, seconds: RAMP, to: rates[i + 1] });
+    }
+  });
+  return segments;
+}
+
+// The segment of the levels scenario an iteration starting now belongs to (the last one past its end).
+function currentSegment() {
+  let elapsed = (Date.now() - exec.scenario.startTime) / 1000;
+  for (const segment of SEGMENTS) {
+    if (elapsed < segment.seconds) return segment.name;
+    elapsed -= segment.seconds;
+  }
+  return SEGMENTS[SEGMENTS.length - 1].name;
+}
 // A spike quadruples the offered rate within 2 s and k6 itself then needs more of the same 2 CPUs, so requests
 // queue while it lasts: its latency limits are twice the steady ones, to catch a server that stalls, not one
 // that queues.
@@ -80,6 +113,8 @@ function oipBody(bytes, b64) {
 }
 
 const errors = new Rate('inference_errors');
+// Requests started: k6's own `iterations` counts the finished ones.
+const offered = new Counter('offered');
 const shed = new Rate('inference_shed');
 const images = new Counter('images');
 // Answers within BUDGET_MS (client-side time), and answers by the variant that served them.
@@ -137,21 +172,51 @@ function scenario() {
         ],
         ...base,
       };
+    case 'levels': {
+      // One run through every level, so that the server's learned state carries from one level to the next as
+      // it would under a load that rises (a fresh k6 run per level starts each from nothing, docs/auto.md).
+      const top = Math.max(...SEGMENTS.map((s) => s.rate));
+      const pool = Math.max(4, Math.ceil(top * 4));
+      return {
+        executor: 'ramping-arrival-rate',
+        startRate: SEGMENTS[0].rate,
+        stages: SEGMENTS.map((s) => ({ target: s.to || s.rate, duration: `${s.seconds}s` })),
+        preAllocatedVUs: Math.min(pool, 50), maxVUs: pool, timeUnit: '1s', gracefulStop: '5s',
+      };
+    }
     default:
-      throw new Error(`SCENARIO must be constant, ramping, spike or saturate, not ${SCENARIO}`);
+      throw new Error(`SCENARIO must be constant, ramping, spike, saturate or levels, not ${SCENARIO}`);
   }
 }
 
 const latency = PROTOCOL === 'http' ? 'http_req_duration' : 'grpc_req_duration';
+
+// A metric's name with tags selecting a sub-metric: `served{model:m,level:2}`.
+function tagged(metric, ...tags) {
+  const t = tags.filter((x) => x);
+  return t.length ? `${metric}{${t.join(',')}}` : metric;
+}
+
+// Thresholds that always hold, so that k6 keeps the sub-metrics the summary reads for one segment (`level:2`;
+// '' for the whole run, whose own metrics k6 keeps anyway).
+function segmentThresholds(segment) {
+  const perModel = VARIANTS.flatMap((v) => ['served', 'late_in_server'].map((m) => [tagged(m, `model:${v}`, segment), ['count>=0']]));
+  if (!segment) return perModel;
+  const counters = ['offered', 'images', 'within_budget', 'late_in_server'].map((m) => [tagged(m, segment), ['count>=0']]);
+  const rates = ['inference_errors', 'inference_shed'].map((m) => [tagged(m, segment), ['rate>=0']]);
+  const trends = [latency, 'outside_server_ms', 'late_predicted_ms', ...LATE_PHASES.map((p) => `late_${p}_ms`)]
+    .map((m) => [tagged(m, segment), ['max>=0']]);
+  return [...perModel, ...counters, ...rates, ...trends];
+}
 
 export const options = {
   scenarios: { [SCENARIO]: scenario() },
   thresholds: {
     [latency]: [`p(95)<${P95}`, `p(99)<${P99}`],
     inference_errors: [`rate<${MAX_ERROR_RATE}`],
-    // k6 reports a tagged sub-metric only when a threshold names it: one that always holds per variant.
-    ...Object.fromEntries(VARIANTS.map((v) => [`served{model:${v}}`, ['count>=0']])),
-    ...Object.fromEntries(VARIANTS.map((v) => [`late_in_server{model:${v}}`, ['count>=0']])),
+    // k6 reports a tagged sub-metric only when a threshold names it: one that always holds, per variant, and
+    // per segment of the levels scenario.
+    ...Object.fromEntries(['', ...SEGMENTS.map((s) => `level:${s.name}`)].flatMap(segmentThresholds)),
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max', 'count'],
 };
@@ -272,6 +337,9 @@ class URLSearchParamsLite {
 }
 
 export default function () {
+  // Every metric this iteration emits carries its segment of the levels scenario.
+  if (SEGMENTS.length) exec.vu.metrics.tags.level = currentSegment();
+  offered.add(1);
   const image = IMAGES[(__VU + __ITER) % IMAGES.length];
   let ok = false;
   try {
@@ -290,52 +358,63 @@ function metricValue(data, name, stat) {
   return m && m.values && stat in m.values ? m.values[stat] : null;
 }
 
-// The JSON summary feeds the runner's markdown report; stdout gets the few figures a person reads first.
-export function handleSummary(data) {
-  const seconds = data.state.testRunDurationMs / 1000;
-  const summary = {
+// The figures of the whole run (`segment` '') or of one segment of the levels scenario (`level:2`), for the
+// runner's markdown report.
+function summarize(data, segment, seconds, rate) {
+  const value = (name, stat, ...tags) => metricValue(data, tagged(name, ...tags, segment), stat);
+  const ok = value('images', 'count') || 0;
+  const late = value('late_in_server', 'count') || 0;
+  return {
     task: TASK,
     protocol: PROTOCOL,
     scenario: SCENARIO,
+    segment: segment ? segment.slice('level:'.length) : null,
     model: MODEL || '(default)',
     api: API === 'oip' && PROTOCOL === 'http' ? `oip-${OIP_FORM}` : API,
-    target_rate: RATE,
+    target_rate: rate,
     duration_s: seconds,
-    requests: metricValue(data, 'iterations', 'count'),
-    ok_images: metricValue(data, 'images', 'count') || 0,
-    throughput_per_s: (metricValue(data, 'images', 'count') || 0) / seconds,
-    error_rate: metricValue(data, 'inference_errors', 'rate'),
-    shed_rate: metricValue(data, 'inference_shed', 'rate'),
-    dropped_iterations: metricValue(data, 'dropped_iterations', 'count') || 0,
+    requests: value('offered', 'count') || 0,
+    ok_images: ok,
+    throughput_per_s: ok / seconds,
+    error_rate: value('inference_errors', 'rate'),
+    shed_rate: value('inference_shed', 'rate'),
+    // k6 counts the iterations it could not start (no free VU) for the whole run only.
+    dropped_iterations: segment ? null : metricValue(data, 'dropped_iterations', 'count') || 0,
     latency_ms: {
-      p50: metricValue(data, latency, 'med'),
-      p95: metricValue(data, latency, 'p(95)'),
-      p99: metricValue(data, latency, 'p(99)'),
-      max: metricValue(data, latency, 'max'),
+      p50: value(latency, 'med'),
+      p95: value(latency, 'p(95)'),
+      p99: value(latency, 'p(99)'),
+      max: value(latency, 'max'),
     },
     thresholds: { p95_ms: P95, p99_ms: P99, max_error_rate: MAX_ERROR_RATE },
     budget_ms: BUDGET_MS,
-    within_budget: metricValue(data, 'within_budget', 'count') || 0,
-    late_in_server: metricValue(data, 'late_in_server', 'count') || 0,
-    outside_server_ms: {
-      p50: metricValue(data, 'outside_server_ms', 'med'),
-      p99: metricValue(data, 'outside_server_ms', 'p(99)'),
-    },
-    late_phases_median_ms: Object.fromEntries(LATE_PHASES.map((p) => [p, metricValue(data, `late_${p}_ms`, 'med')])),
-    late_predicted_median_ms: metricValue(data, 'late_predicted_ms', 'med'),
-    served: Object.fromEntries(VARIANTS.map((v) => [v, metricValue(data, `served{model:${v}}`, 'count') || 0])),
+    within_budget: value('within_budget', 'count') || 0,
+    late_in_server: late,
+    outside_server_ms: { p50: value('outside_server_ms', 'med'), p99: value('outside_server_ms', 'p(99)') },
+    // An empty sub-metric reports 0, not nothing.
+    late_phases_median_ms: Object.fromEntries(LATE_PHASES.map((p) => [p, late ? value(`late_${p}_ms`, 'med') : null])),
+    late_predicted_median_ms: late ? value('late_predicted_ms', 'med') : null,
+    served: Object.fromEntries(VARIANTS.map((v) => [v, value('served', 'count', `model:${v}`) || 0])),
     late_in_server_by_model: Object.fromEntries(VARIANTS.map((v) =>
-      [v, metricValue(data, `late_in_server{model:${v}}`, 'count') || 0])),
+      [v, value('late_in_server', 'count', `model:${v}`) || 0])),
     thresholds_ok: Object.values(data.metrics).every((m) => !m.thresholds ||
       Object.values(m.thresholds).every((t) => t.ok)),
-    k6: data.metrics,
   };
+}
+
+// The JSON summary feeds the runner's markdown report; stdout gets the few figures a person reads first. The
+// levels scenario writes one file per segment besides the whole run's (`{level}` in SUMMARY_FILE: `run`).
+export function handleSummary(data) {
+  const seconds = data.state.testRunDurationMs / 1000;
+  const file = __ENV.SUMMARY_FILE || 'summary.json';
+  const summary = { ...summarize(data, '', seconds, RATE), k6: data.metrics };
+  const out = { [file.replace('{level}', 'run')]: JSON.stringify(summary, null, 2) };
+  for (const s of SEGMENTS) {
+    out[file.replace('{level}', s.name)] = JSON.stringify(summarize(data, `level:${s.name}`, s.seconds, s.rate), null, 2);
+  }
   const f = (v) => (v === null || v === undefined ? '-' : v.toFixed(1));
-  const line = `${TASK}/${PROTOCOL}/${SCENARIO}: ${f(summary.throughput_per_s)} img/s, p50 ${f(summary.latency_ms.p50)}` +
+  out.stdout = `${TASK}/${PROTOCOL}/${SCENARIO}: ${f(summary.throughput_per_s)} img/s, p50 ${f(summary.latency_ms.p50)}` +
     ` p95 ${f(summary.latency_ms.p95)} p99 ${f(summary.latency_ms.p99)} ms, errors ${f((summary.error_rate || 0) * 100)}%` +
     `, thresholds ${summary.thresholds_ok ? 'passed' : 'FAILED'}\n`;
-  return {
-    stdout: line,
-    [__ENV.SUMMARY_FILE || 'summary.json']: JSON.stringify(summary, null, 2),
-  };
+  return out;
 }

@@ -30,14 +30,16 @@ const MARGIN_WINDOW: usize = 512;
 
 /// How long an answer counts towards the margin. A margin that only answers could shrink would stay up for
 /// good once it made the variant too slow to be chosen (no more answers from it); with an age limit it comes
-/// back down four seconds after the variant was last chosen, and the variant is tried again.
+/// back down once the variant's last answers are four seconds old (fading over four more, [`Margin::at`]), and
+/// the variant is tried again.
 const MARGIN_MAX_AGE: Duration = Duration::from_secs(4);
 
 /// The share of those answers whose overrun the margin covers.
 const MARGIN_QUANTILE: f64 = 0.995;
 
 /// Below this many recent answers a margin is no longer taken as settled: the variant is predicted with at
-/// least the margin it had when it last had this many, fading to zero over [`MARGIN_MAX_AGE`]. Until session
+/// least the margin it had when it last had this many, or a higher one its fewer answers gave since, fading to
+/// zero over [`MARGIN_MAX_AGE`]. Until session
 /// 19 the margin of a variant whose answers thinned out fell to nothing the moment its last overrun expired,
 /// and the requests that then rushed to it came late: at twice the flagship's capacity 14-20% of the answers
 /// of a variant with fewer than 10 answers in the 4 s before, with a median margin of zero (docs/auto.md).
@@ -193,14 +195,16 @@ impl Drop for Pending {
 /// constant. Per variant, because a busy flagship's errors say nothing of an idle small variant's. Added
 /// rather than multiplied: a factor, tried too (docs/auto.md), grew large on short predictions at light load
 /// and moved requests off the flagship that would have been on time. With fewer than [`SETTLED_ANSWERS`]
-/// recent answers, at least the last settled margin, fading. Per variant rather than borrowed from the task's
+/// recent answers it never falls faster than a linear fade. Per variant rather than borrowed from the task's
 /// other variants: borrowed, a flagship's slow spell shut out the variants below it too, and requests were
 /// refused (20% of them at half the flagship's capacity in one run, docs/auto.md, session 19).
 #[derive(Debug, Clone, Default)]
 pub struct Margin {
     /// (when the answer came, actual - predicted in seconds), oldest first.
     overruns: VecDeque<(Instant, f64)>,
-    /// The margin when last taken from [`SETTLED_ANSWERS`] answers or more, and when.
+    /// The margin a variant with fewer than [`SETTLED_ANSWERS`] recent answers is predicted with at least,
+    /// fading from when it was taken: the last one taken from that many answers or more, or a higher one taken
+    /// from fewer since.
     settled: Option<(Instant, Duration)>,
 }
 
@@ -214,7 +218,10 @@ impl Margin {
     }
 
     /// The margin at `now`: zero when no recent answer came later than predicted and the last settled
-    /// margin has faded.
+    /// margin has faded. With fewer than [`SETTLED_ANSWERS`] recent answers it never falls faster than
+    /// linearly, to zero in [`MARGIN_MAX_AGE`]: until session 20 a variant that had never had that many fell from
+    /// the overrun of its last few answers to nothing the moment they expired, the requests that had not fitted
+    /// elsewhere rushed to it, came late, and shut it out for another 4 s (docs/auto.md).
     pub fn at(&mut self, now: Instant) -> Duration {
         while self
             .overruns
@@ -230,16 +237,16 @@ impl Margin {
             0 => Duration::ZERO,
             n => Duration::from_secs_f64(sorted[rank.clamp(1, n) - 1].max(0.0)),
         };
-        if sorted.len() >= SETTLED_ANSWERS {
-            self.settled = Some((now, recent));
-            return recent;
-        }
         let fading = self.settled.map_or(Duration::ZERO, |(at, margin)| {
             let left = 1.0
                 - now.saturating_duration_since(at).as_secs_f64() / MARGIN_MAX_AGE.as_secs_f64();
             margin.mul_f64(left.max(0.0))
         });
-        recent.max(fading)
+        if sorted.len() >= SETTLED_ANSWERS || recent > fading {
+            self.settled = Some((now, recent));
+            return recent;
+        }
+        fading
     }
 }
 
@@ -408,10 +415,48 @@ mod tests {
             margin.observe(t0, ms(10), ms(80));
         }
         assert!(close(margin.at(t0 + Duration::from_secs(1)), ms(70)));
+        let last_seen = t0 + MARGIN_MAX_AGE;
+        assert!(
+            close(margin.at(last_seen), ms(70)),
+            "the answers still count"
+        );
+        assert!(
+            margin.at(last_seen + ms(1)) > ms(69),
+            "they expired: no snap to nothing"
+        );
+        assert!(
+            close(margin.at(last_seen + MARGIN_MAX_AGE / 2), ms(35)),
+            "half faded"
+        );
         assert_eq!(
-            margin.at(t0 + MARGIN_MAX_AGE + ms(1)),
+            margin.at(last_seen + MARGIN_MAX_AGE),
             Duration::ZERO,
-            "no answers for four seconds: the variant is predicted afresh"
+            "no answers for eight seconds: the variant is predicted afresh"
+        );
+    }
+
+    #[test]
+    fn a_few_answers_raise_a_fading_margin_but_do_not_lower_it() {
+        let t0 = Instant::now();
+        let mut margin = Margin::default();
+        margin.observe(t0, ms(10), ms(30));
+        assert!(close(margin.at(t0), ms(20)));
+        let later = t0 + MARGIN_MAX_AGE / 2;
+        margin.observe(later, ms(10), ms(10));
+        assert!(
+            close(margin.at(later), ms(20)),
+            "a punctual answer among few does not undo the overrun"
+        );
+        margin.observe(later, ms(10), ms(50));
+        assert!(
+            close(margin.at(later), ms(40)),
+            "a larger overrun raises it"
+        );
+        let last_seen = later + MARGIN_MAX_AGE;
+        assert!(close(margin.at(last_seen), ms(40)));
+        assert!(
+            close(margin.at(last_seen + MARGIN_MAX_AGE / 4), ms(30)),
+            "then fades from there"
         );
     }
 
