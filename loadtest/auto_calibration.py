@@ -2,12 +2,14 @@
 
 The server logs one debug event per auto-routed answer ("model=auto answered": variant, budget, prediction
 without margin, margin, actual time from the request's head to its answer), when it runs with
-`LOG_FORMAT=json` and `RUST_LOG=...,mobilenet_serve::service=debug` (auto.sh starts it so). Two tables:
+`LOG_FORMAT=json` and `RUST_LOG=...,mobilenet_serve::service=debug` (auto.sh starts it so). Tables:
 
 - by the prediction (margin left out), in tenths of the budget: how many answers, how many came late, and how
   far the actual time fell from the prediction (median and 99.5th percentile), beside the median margin;
 - by how many answers the same variant had given in the 4 s before the request was routed: the sample its
   margin was taken from (auto::Margin keeps the answers of the last 4 s);
+- by how many requests were routed to the other variants while it was on its way: work sharing the CPUs that
+  the prediction, made when it was routed, could not count;
 - by variant, the prediction's parts beside the times measured for the same answers (medians): decoding
   predicted against measured, the variant's queue and run predicted against measured, the other models' share
   of the CPUs predicted against what the answer's phases leave unexplained.
@@ -26,6 +28,7 @@ EVENT = "model=auto answered"
 # auto::Margin's MARGIN_MAX_AGE: the answers a margin is taken from.
 MARGIN_AGE_MS = 4000.0
 HISTORY_BINS = [(0, 0), (1, 9), (10, 49), (50, 199), (200, None)]
+MEANWHILE_BINS = [(0, 0), (1, 2), (3, 4), (5, 6), (7, None)]
 
 
 @dataclass
@@ -139,6 +142,42 @@ def by_history(found: list[Answer]) -> list[str]:
     return rows
 
 
+def by_routed_meanwhile(found: list[Answer]) -> list[str]:
+    """By how many requests were routed to the task's other variants while the answer was on its way: work that
+    shares the CPUs with it and that its prediction, made when it was routed, could not count."""
+    routed = sorted(a.routed_ms for a in found)
+    per_model: dict[str, list[float]] = {}
+    for a in found:
+        per_model.setdefault(a.model, []).append(a.routed_ms)
+    for times in per_model.values():
+        times.sort()
+
+    def within(times: list[float], a: Answer) -> int:
+        return bisect.bisect_left(times, a.done_ms) - bisect.bisect_right(times, a.routed_ms)
+
+    bins: dict[tuple[int, int | None], list[Answer]] = {b: [] for b in MEANWHILE_BINS}
+    for a in found:
+        meanwhile = within(routed, a) - within(per_model[a.model], a)
+        for lo, hi in MEANWHILE_BINS:
+            if meanwhile >= lo and (hi is None or meanwhile <= hi):
+                bins[(lo, hi)].append(a)
+    rows = [
+        "| requests routed to other variants while it was on its way | answers | late "
+        "| actual - predicted: median / 99.5th, ms |",
+        "|---|---|---|---|",
+    ]
+    for (lo, hi), group in bins.items():
+        if group:
+            late = sum(a.late for a in group)
+            overruns = [a.overrun_ms for a in group]
+            span = f"{lo}+" if hi is None else (f"{lo}" if lo == hi else f"{lo}-{hi}")
+            rows.append(
+                f"| {span} | {len(group)} | {late} ({100 * late / len(group):.1f}%) "
+                f"| {quantile(overruns, 0.5):.1f} / {quantile(overruns, 0.995):.1f} |"
+            )
+    return rows
+
+
 def by_part(found: list[Answer]) -> list[str]:
     """Per variant, medians of each part of the prediction against the measured time it stands for."""
     logged = [a for a in found if None not in (a.own_ms, a.decode_predicted_ms, a.spent_ms, a.decode_ms,
@@ -182,6 +221,8 @@ def main() -> None:
     print("\n".join(by_prediction(found)))
     print()
     print("\n".join(by_history(found)))
+    print()
+    print("\n".join(by_routed_meanwhile(found)))
     parts = by_part(found)
     if parts:
         print()
