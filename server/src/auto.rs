@@ -143,35 +143,13 @@ pub fn choose(predictions: &[Option<Duration>], budget: Duration) -> Choice {
     Choice::NoneFits { fastest, predicted }
 }
 
-/// Another model (or the decode pool) sharing the CPUs with a request's variant.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Competitor {
-    /// The work it has admitted and not finished, in time on its sessions.
-    pub backlog: Duration,
-    /// The share (0 to 1) of the last half second it spent running batches
-    /// ([`crate::batching::busy::BusyTime`]).
-    pub busy: f64,
-}
-
 /// The time a request whose own work (its variant's queue ahead of it and its run) takes `own` with the CPUs
-/// to itself will take while the `others` work too: the CPUs are shared fairly (processor sharing), so each
-/// other model delays it by as much of its work as runs before it is done, at most `own`. That work is its
-/// backlog, or, if more, its recent busy share of the request's flight: a model that has been busy lately
-/// keeps taking on work while the request waits (until session 21 only the backlog was counted, and the
-/// answers with five or more requests routed to other variants during their flight came 10-37% late,
-/// docs/auto.md). Every variant's sessions use all the CPUs when they run, so one's backlog is time on the
+/// to itself will take while the other models work off `others`: the CPUs are shared fairly (processor
+/// sharing), so each other model's backlog delays it by as much of that backlog as runs before it is done,
+/// at most `own`. Every variant's sessions use all the CPUs when they run, so one's backlog is time on the
 /// whole machine and the delays add up.
-pub fn shared_cpu_latency(own: Duration, others: impl IntoIterator<Item = Competitor>) -> Duration {
-    let others: Vec<Competitor> = others.into_iter().collect();
-    let flight = own + others.iter().map(|o| o.backlog.min(own)).sum::<Duration>();
-    own + others
-        .iter()
-        .map(|o| {
-            o.backlog
-                .max(flight.mul_f64(o.busy.clamp(0.0, 1.0)))
-                .min(own)
-        })
-        .sum::<Duration>()
+pub fn shared_cpu_latency(own: Duration, others: impl IntoIterator<Item = Duration>) -> Duration {
+    own + others.into_iter().map(|b| b.min(own)).sum::<Duration>()
 }
 
 /// The decoding the service has taken on and not finished, as the sum of each image's predicted time:
@@ -510,37 +488,17 @@ mod tests {
 
     #[test]
     fn other_models_backlogs_delay_a_request_at_most_by_its_own_work() {
-        let idle = |backlog| Competitor { backlog, busy: 0.0 };
         assert_eq!(shared_cpu_latency(ms(20), []), ms(20), "alone on the CPUs");
         // 5 ms of another model's work runs beside it in full; of 100 ms, only as much as its own 20 ms
         // runs before it is done.
+        assert_eq!(shared_cpu_latency(ms(20), [ms(5), ms(100)]), ms(45));
         assert_eq!(
-            shared_cpu_latency(ms(20), [idle(ms(5)), idle(ms(100))]),
-            ms(45)
-        );
-        assert_eq!(
-            shared_cpu_latency(ms(20), [idle(Duration::ZERO); 3]),
+            shared_cpu_latency(ms(20), [Duration::ZERO; 3]),
             ms(20),
             "idle models cost nothing"
         );
     }
 
-    #[test]
-    fn a_model_busy_lately_delays_a_request_by_its_share_of_the_flight() {
-        let busy = |backlog, busy| Competitor { backlog, busy };
-        // Nothing queued elsewhere, but one model was busy half of the last half second: of the request's
-        // 20 ms, 10 ms go to the work that model takes on meanwhile.
-        assert_eq!(shared_cpu_latency(ms(20), [busy(ms(0), 0.5)]), ms(30));
-        // The flight is longer behind another model's 20 ms backlog: a quarter of 40 ms.
-        assert_eq!(
-            shared_cpu_latency(ms(20), [busy(ms(0), 0.25), busy(ms(20), 0.0)]),
-            ms(50)
-        );
-        // A backlog larger than the share of the flight (35 ms) is counted once, not added to it; a busy model
-        // still delays the request by at most its own work.
-        assert_eq!(shared_cpu_latency(ms(20), [busy(ms(15), 0.25)]), ms(35));
-        assert_eq!(shared_cpu_latency(ms(20), [busy(ms(0), 1.0)]), ms(40));
-    }
     #[test]
     fn the_decode_backlog_counts_each_image_until_its_guard_drops() {
         let backlog = Arc::new(DecodeBacklog::default());

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::{
-    auto::{self, Choice, Competitor, DecodeBacklog, Margin},
+    auto::{self, Choice, DecodeBacklog, Margin},
     batching::Payload,
     decode_cost::DecodeCost,
     engine::Model,
@@ -585,18 +585,12 @@ impl Service {
         let candidates = router.auto_candidates(task, &request.selector)?;
         // The time the request has already spent in the server counts against its budget.
         let spent = start.elapsed();
-        // Every model's admitted work, and the work a model busy lately takes on meanwhile, competes for the
-        // same CPUs as the candidate's. The decode pool counts with its queue only (how busy it was lately
-        // is not tracked).
+        // Every model's admitted work competes for the same CPUs as the candidate's.
         let decode_pool = self.decode_backlog.total() / self.decode_threads as u32;
-        let competitors: Vec<(&Arc<Model>, Competitor)> = router
+        let backlogs: Vec<(&Arc<Model>, Duration)> = router
             .models()
             .iter()
-            .map(|m| {
-                let backlog = m.batcher.backlog();
-                let busy = m.batcher.busy_share();
-                (m, Competitor { backlog, busy })
-            })
+            .map(|m| (m, m.batcher.backlog()))
             .collect();
         let owns: Vec<Option<Duration>> = candidates
             .iter()
@@ -606,14 +600,11 @@ impl Service {
             .iter()
             .zip(&owns)
             .map(|(c, own)| {
-                let others = competitors
+                let others = backlogs
                     .iter()
                     .filter(|(m, _)| !Arc::ptr_eq(m, c))
-                    .map(|(_, o)| *o)
-                    .chain([Competitor {
-                        backlog: decode_pool,
-                        busy: 0.0,
-                    }]);
+                    .map(|(_, b)| *b)
+                    .chain([decode_pool]);
                 Some(auto::shared_cpu_latency((*own)?, others) + spent)
             })
             .collect();

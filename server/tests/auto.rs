@@ -101,10 +101,17 @@ fn model_entry(list: &Value, name: &str) -> Value {
 }
 
 async fn idle_prediction_of(task: &str, flagship: &str) -> f64 {
-    let (status, body) = infer_http(task, "model=auto&latency_budget_ms=60000", None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["model"], flagship, "{body}");
-    body["auto"]["predicted_ms"].as_f64().expect("a prediction")
+    // The previous test's last requests may still hold the CPUs or a queue for a moment, and a prediction taken
+    // then would scale the budget up: the least of three, after a pause, is the idle one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut least = f64::INFINITY;
+    for _ in 0..3 {
+        let (status, body) = infer_http(task, "model=auto&latency_budget_ms=60000", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["model"], flagship, "{body}");
+        least = least.min(body["auto"]["predicted_ms"].as_f64().expect("a prediction"));
+    }
+    least
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,8 +241,11 @@ async fn a_busy_flagship_steps_down() {
     let _turn = SERIAL.lock().await;
     let idle = idle_prediction_ms().await;
     // Sixteen clients keep the flagship's queue about fifteen deep: its predicted wait is then several
-    // times its idle latency, while the smaller variants stay idle and fit three times it.
-    let budget = (3.0 * idle).ceil() as u32;
+    // times its idle latency, while the smaller variants stay idle and fit four times it. Their prediction
+    // under this load is up to three times their own time (the flagship's and the decode pool's backlogs
+    // each delay them by as much, `auto::shared_cpu_latency`), plus their margin: with three times the
+    // flagship's idle time as the budget, 2 of 5 runs were refused on a slow VM (session 21).
+    let budget = (4.0 * idle).ceil() as u32;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..16 {
@@ -247,16 +257,26 @@ async fn a_busy_flagship_steps_down() {
         });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut chosen = Vec::new();
+    // A step-down variant's answer that overran its prediction raises its margin, and with the CPUs this
+    // oversubscribed the next request may then be refused rather than served late: a refusal is a correct
+    // answer here, but most requests must be served by a smaller variant.
+    let (mut chosen, mut refused) = (Vec::new(), 0);
     for round in 0..6 {
         if round % 2 == 0 {
             let (status, body) =
                 classify_http(&format!("model=auto&latency_budget_ms={budget}"), None).await;
-            assert_eq!(status, 200, "{body}");
-            chosen.push(body["model"].as_str().unwrap().to_owned());
+            if status == 429 && body["kind"] == "over_budget" {
+                refused += 1;
+            } else {
+                assert_eq!(status, 200, "{body}");
+                chosen.push(body["model"].as_str().unwrap().to_owned());
+            }
         } else {
-            let answer = classify_grpc(Some(budget)).await.expect("served");
-            chosen.push(answer.model);
+            match classify_grpc(Some(budget)).await {
+                Ok(answer) => chosen.push(answer.model),
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+                Err(status) => panic!("{status:?}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -264,8 +284,8 @@ async fn a_busy_flagship_steps_down() {
     while load.join_next().await.is_some() {}
     let stepped = chosen.iter().filter(|m| *m != FLAGSHIP).count();
     assert!(
-        stepped >= 5,
-        "budget {budget} ms (3x the idle {idle:.1} ms): chose {chosen:?}"
+        stepped >= 4 && refused <= 2,
+        "budget {budget} ms (4x the idle {idle:.1} ms): chose {chosen:?}, {refused} refused"
     );
     assert!(
         chosen

@@ -1,8 +1,6 @@
 //! Dynamic batching: a pure [`policy`] deciding when a batch closes and what to skip, a pure [`latency`]
-//! model of what batches cost (for admission by expected wait), how [`busy`] the sessions were lately (for
-//! `model=auto`'s predictions), and the [`queue`] (bounded admission + the
+//! model of what batches cost (for admission by expected wait), and the [`queue`] (bounded admission + the
 //! actor that forms batches and hands them to the model threads).
-pub mod busy;
 pub mod latency;
 pub mod policy;
 pub mod queue;

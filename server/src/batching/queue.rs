@@ -17,7 +17,6 @@ use std::{
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::busy::BusyTime;
 use super::latency::{self, LatencyModel, WaitVerdict};
 use super::policy::{BatchPolicy, Decision, DropReason, ModelState, skip_reason};
 use crate::{
@@ -97,9 +96,6 @@ pub struct ModelLoad {
     latency: std::sync::Mutex<LatencyModel>,
     /// The same without the decoding on the thread: a request's own run, once its image is decoded.
     runs: std::sync::Mutex<LatencyModel>,
-    /// When the sessions ran batches lately: how much of the CPUs this model is likely to take from a request
-    /// of another model while that one waits.
-    busy: std::sync::Mutex<BusyTime>,
 }
 
 impl ModelLoad {
@@ -113,7 +109,6 @@ impl ModelLoad {
             finished: Notify::new(),
             latency: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
             runs: std::sync::Mutex::new(LatencyModel::new(max_batch_size)),
-            busy: Default::default(),
         })
     }
 
@@ -160,25 +155,9 @@ impl ModelLoad {
         self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn busy(&self) -> std::sync::MutexGuard<'_, BusyTime> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Called by a model thread when it has run the batch `id` of `size` requests.
     pub fn batch_done(&self, id: u64, size: usize) {
-        let now = Instant::now();
-        let began = {
-            let mut started = self.started();
-            let began = started
-                .iter()
-                .find(|(s, _, _)| *s == id)
-                .map(|&(_, at, _)| at);
-            started.retain(|(s, _, _)| *s != id);
-            began
-        };
-        if let Some(began) = began {
-            self.busy().record(began, now);
-        }
+        self.started().retain(|(started, _, _)| *started != id);
         self.running.fetch_sub(size, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();
@@ -283,14 +262,6 @@ impl Batcher {
     /// a batch has run. What a request of another model sharing the CPUs competes with.
     pub fn backlog(&self) -> Duration {
         self.expected_wait_now().unwrap_or_default()
-    }
-
-    /// The share (0 to 1) of the last half second this model's sessions spent running batches
-    /// ([`BusyTime::share`]): what it is likely to take of the CPUs in the next few hundred milliseconds.
-    pub fn busy_share(&self) -> f64 {
-        let now = Instant::now();
-        let running: Vec<Instant> = self.load.started().iter().map(|&(_, at, _)| at).collect();
-        self.load.busy().share(now, running, self.load.instances)
     }
 
     /// The wait behind everything admitted now (queued or running); `None` until a batch has run.
