@@ -50,6 +50,13 @@ def segment_key(name):
         return None
 
 
+def in_order(run):
+    """Sort key of a (level, next level or None, mode) run: by level, a ramp after the level it leaves (None
+    before a number would not compare: -1 stands for "no ramp")."""
+    (level, to, mode), _ = run
+    return level, -1 if to is None else to, mode
+
+
 def main(results, flagship, cheapest):
     runs = {}
     for path in results.glob('*.summary.json'):
@@ -61,8 +68,7 @@ def main(results, flagship, cheapest):
           '| late in the server: median decode / queue / inference ms '
           '| outside the server p50 / p99 ms | refused | failed | k6 dropped | served by |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    # Ramps sort after the level they leave (None before a number would not compare: -1 stands for "no ramp").
-    for (level, to, mode), r in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1, kv[0][2])):
+    for (level, to, mode), r in sorted(runs.items(), key=in_order):
         load = f'{level:g}' if to is None else f'ramp {level:g} to {to:g}'
         served = ', '.join(f'{m} {pct(v)}' for m, v in sorted(r['served'].items(), key=lambda kv: -kv[1]))
         print(f"| {load} | {r['offered']:.1f} | {flagship if mode == 'fixed' else 'auto'} | {r['goodput']:.1f} "
@@ -95,7 +101,7 @@ def main(results, flagship, cheapest):
         others = sum(n for m, n in low['served_counts'].items() if m != flagship)
         print(f"- at {levels[0]:g}x, auto served {pct(share)} of its answers with {flagship}, {others} with another "
               f"variant (goal: every one with the flagship): {'met' if others == 0 else 'NOT met'}")
-    for (level, to, mode), auto in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+    for (level, to, mode), auto in sorted(runs.items(), key=in_order):
         if mode != 'auto':
             continue
         # A ramp is judged by the rate it ends at.
