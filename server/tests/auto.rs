@@ -48,9 +48,23 @@ async fn classify_http(query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
 }
 
 async fn infer_http(task: &str, query: &str, timeout_ms: Option<u64>) -> (u16, Value) {
+    infer_http_image(task, query, timeout_ms, "parrot.jpg").await
+}
+
+/// A small photo (257x257, 16 KB) for the clients that only keep a model busy: decoding the 600 KB parrot,
+/// sixteen of them kept the decode pool so far behind that every variant's prediction grew with it, and the
+/// step-down variants no longer fitted the budget (CI, session 21).
+const LOAD_IMAGE: &str = "segmentation_input_rotation0.jpg";
+
+async fn infer_http_image(
+    task: &str,
+    query: &str,
+    timeout_ms: Option<u64>,
+    image_name: &str,
+) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(server().url(&format!("/v1/{task}?{query}")))
-        .multipart(form(image("parrot.jpg"), "parrot.jpg"));
+        .multipart(form(image(image_name), image_name));
     if let Some(ms) = timeout_ms {
         request = request.header("x-request-timeout-ms", ms.to_string());
     }
@@ -252,7 +266,9 @@ async fn a_busy_flagship_steps_down() {
         let stop = stop.clone();
         load.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = classify_http(&format!("model={FLAGSHIP}"), None).await;
+                let _ =
+                    infer_http_image("classify", &format!("model={FLAGSHIP}"), None, LOAD_IMAGE)
+                        .await;
             }
         });
     }
@@ -260,13 +276,13 @@ async fn a_busy_flagship_steps_down() {
     // A step-down variant's answer that overran its prediction raises its margin, and with the CPUs this
     // oversubscribed the next request may then be refused rather than served late: a refusal is a correct
     // answer here, but most requests must be served by a smaller variant.
-    let (mut chosen, mut refused) = (Vec::new(), 0);
+    let (mut chosen, mut refused) = (Vec::new(), Vec::new());
     for round in 0..6 {
         if round % 2 == 0 {
             let (status, body) =
                 classify_http(&format!("model=auto&latency_budget_ms={budget}"), None).await;
             if status == 429 && body["kind"] == "over_budget" {
-                refused += 1;
+                refused.push(body["error"].as_str().unwrap_or_default().to_owned());
             } else {
                 assert_eq!(status, 200, "{body}");
                 chosen.push(body["model"].as_str().unwrap().to_owned());
@@ -274,7 +290,9 @@ async fn a_busy_flagship_steps_down() {
         } else {
             match classify_grpc(Some(budget)).await {
                 Ok(answer) => chosen.push(answer.model),
-                Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    refused.push(status.message().to_owned())
+                }
                 Err(status) => panic!("{status:?}"),
             }
         }
@@ -284,8 +302,8 @@ async fn a_busy_flagship_steps_down() {
     while load.join_next().await.is_some() {}
     let stepped = chosen.iter().filter(|m| *m != FLAGSHIP).count();
     assert!(
-        stepped >= 4 && refused <= 2,
-        "budget {budget} ms (4x the idle {idle:.1} ms): chose {chosen:?}, {refused} refused"
+        stepped >= 4 && refused.len() <= 2,
+        "budget {budget} ms (4x the idle {idle:.1} ms): chose {chosen:?}, refused: {refused:?}"
     );
     assert!(
         chosen
@@ -314,7 +332,8 @@ async fn a_busy_detector_steps_down_to_the_smaller_one() {
         let stop = stop.clone();
         load.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = infer_http("detect", &format!("model={DETECTOR}"), None).await;
+                let _ = infer_http_image("detect", &format!("model={DETECTOR}"), None, LOAD_IMAGE)
+                    .await;
             }
         });
     }

@@ -75,16 +75,41 @@ impl LatencyModel {
     }
 }
 
+/// The wait of a request with `ahead` requests admitted before it (queued or running), of which the batches in
+/// `started` (time since each began, its size) are running now: the work ahead, shared by the instances, where a
+/// started batch counts with the time it has left, not its whole time. A request arriving mid-batch waits for
+/// the rest of it only, on average half: counting the whole made the predictions of a busy flagship about 6 ms
+/// longer than its answers took (docs/auto.md, session 18), and admission, which counted it whole until session
+/// 22, refused requests `model=auto` had just predicted to be answered in time (docs/auto.md). `None` until a
+/// batch has run.
+pub fn wait_behind(
+    waits: &LatencyModel,
+    ahead: usize,
+    started: &[(Duration, usize)],
+    instances: usize,
+    max_batch_size: usize,
+) -> Option<Duration> {
+    let mut started_requests = 0;
+    let mut left = Duration::ZERO;
+    for &(elapsed, size) in started {
+        started_requests += size;
+        left += waits.batch_time(size)?.saturating_sub(elapsed);
+    }
+    let rest = waits.expected_wait(
+        ahead.saturating_sub(started_requests),
+        instances,
+        max_batch_size,
+    )?;
+    Some(rest + left / instances.max(1) as u32)
+}
+
 /// How long a request admitted now takes until its answer, from its batcher's state: `ahead` requests admitted
-/// before it, `running` of them in batches already handed to a session, of which the batches in `started`
-/// (time since each began, its size) are running now. It joins the ones still queued in one batch (up to
-/// `max_batch_size`), so it waits for the work ahead of that batch, shared by the instances (`waits`, which
-/// count the decoding on the model thread), then runs its whole batch on one session (`runs`): a batch of
-/// eight on a single-thread session takes about eight times one image, not one image's time. A started batch
-/// counts with the time it has left, not its whole time: a request arriving mid-batch waits for the rest of
-/// it only, on average half (counting the whole made the predictions of a busy flagship about 6 ms longer than
-/// its answers took, docs/auto.md, session 18). Counting every queued request into its batch errs on the slow
-/// side: some of them may already be in a closed batch that waits for a session. `None` until a batch has run.
+/// before it, `running` of them in batches already handed to a session, of which the batches in `started` are
+/// running now. It joins the ones still queued in one batch (up to `max_batch_size`), so it waits for the work
+/// ahead of that batch ([`wait_behind`], from `waits`, which count the decoding on the model thread), then runs
+/// its whole batch on one session (`runs`): a batch of eight on a single-thread session takes about eight times
+/// one image, not one image's time. Counting every queued request into its batch errs on the slow side: some of
+/// them may already be in a closed batch that waits for a session. `None` until a batch has run.
 pub fn predict_completion(
     waits: &LatencyModel,
     runs: &LatencyModel,
@@ -97,18 +122,7 @@ pub fn predict_completion(
     let queued = ahead.saturating_sub(running);
     let batch = (queued + 1).min(max_batch_size.max(1));
     let before = ahead + 1 - batch;
-    let mut started_requests = 0;
-    let mut left = Duration::ZERO;
-    for &(elapsed, size) in started {
-        started_requests += size;
-        left += waits.batch_time(size)?.saturating_sub(elapsed);
-    }
-    let rest = waits.expected_wait(
-        before.saturating_sub(started_requests),
-        instances,
-        max_batch_size,
-    )?;
-    let wait = rest + left / instances.max(1) as u32;
+    let wait = wait_behind(waits, before, started, instances, max_batch_size)?;
     Some(wait + runs.batch_time(batch)?)
 }
 
@@ -130,18 +144,19 @@ pub enum WaitVerdict {
     },
 }
 
-/// The admission rule. `limit` is `--max-queue-wait`, raised to the time of [`ROUNDS_ALWAYS_ADMITTED`] full
-/// batches, so that a slow model still queues and batches; a model that has seen no batch yet admits everything (the count
-/// cap still holds). `remaining` is the time left before the request's deadline, if it has one.
+/// The admission rule, for a request whose wait behind the requests admitted before it is `expected`
+/// ([`wait_behind`]). `limit` is `--max-queue-wait`, raised to the time of [`ROUNDS_ALWAYS_ADMITTED`] full
+/// batches, so that a slow model still queues and batches; a model that has seen no batch yet (`expected` is
+/// `None`) admits everything (the count cap still holds). `remaining` is the time left before the request's
+/// deadline, if it has one.
 pub fn judge(
     model: &LatencyModel,
-    ahead: usize,
-    instances: usize,
+    expected: Option<Duration>,
     max_batch_size: usize,
     limit: Duration,
     remaining: Option<Duration>,
 ) -> WaitVerdict {
-    let Some(expected) = model.expected_wait(ahead, instances, max_batch_size) else {
+    let Some(expected) = expected else {
         return WaitVerdict::Admit;
     };
     let own = model.batch_time(1).unwrap_or_default();
@@ -157,7 +172,7 @@ pub fn judge(
     }
     let rounds = model.batch_time(max_batch_size).unwrap_or_default() * ROUNDS_ALWAYS_ADMITTED;
     let limit = limit.max(rounds);
-    if ahead > 0 && expected > limit {
+    if expected > limit {
         return WaitVerdict::OverLimit { expected, limit };
     }
     WaitVerdict::Admit
@@ -175,13 +190,27 @@ mod tests {
         (a.as_secs_f64() - b.as_secs_f64()).abs() < 1e-6
     }
 
+    /// The admission of a request with `ahead` admitted before it, none of them started.
+    fn judge_ahead(
+        m: &LatencyModel,
+        ahead: usize,
+        instances: usize,
+        max_batch_size: usize,
+        limit: Duration,
+        remaining: Option<Duration>,
+    ) -> WaitVerdict {
+        let expected = wait_behind(m, ahead, &[], instances, max_batch_size);
+        judge(m, expected, max_batch_size, limit, remaining)
+    }
+
     #[test]
     fn nothing_observed_predicts_nothing_and_admits() {
         let m = LatencyModel::new(8);
         assert_eq!(m.expected_wait(5, 1, 8), None);
         assert_eq!(m.batch_time(1), None);
+        assert_eq!(wait_behind(&m, 100, &[], 1, 8), None);
         assert_eq!(
-            judge(&m, 100, 1, 8, ms(100), Some(ms(1))),
+            judge(&m, wait_behind(&m, 100, &[], 1, 8), 8, ms(100), Some(ms(1))),
             WaitVerdict::Admit
         );
     }
@@ -320,14 +349,14 @@ mod tests {
     fn over_the_limit_is_refused_with_the_figures() {
         let mut m = LatencyModel::new(1);
         m.observe(1, ms(10));
-        assert_eq!(judge(&m, 9, 1, 1, ms(100), None), WaitVerdict::Admit);
+        assert_eq!(judge_ahead(&m, 9, 1, 1, ms(100), None), WaitVerdict::Admit);
         assert_eq!(
-            judge(&m, 10, 1, 1, ms(100), None),
+            judge_ahead(&m, 10, 1, 1, ms(100), None),
             WaitVerdict::Admit,
             "at the limit"
         );
         assert_eq!(
-            judge(&m, 11, 1, 1, ms(100), None),
+            judge_ahead(&m, 11, 1, 1, ms(100), None),
             WaitVerdict::OverLimit {
                 expected: m.expected_wait(11, 1, 1).unwrap(),
                 limit: ms(100)
@@ -343,17 +372,40 @@ mod tests {
         m.observe(2, ms(400));
         let rounds = ms(400) * ROUNDS_ALWAYS_ADMITTED;
         let ahead = 2 * 2 * ROUNDS_ALWAYS_ADMITTED as usize;
-        assert_eq!(judge(&m, ahead, 2, 2, ms(100), None), WaitVerdict::Admit);
+        assert_eq!(
+            judge_ahead(&m, ahead, 2, 2, ms(100), None),
+            WaitVerdict::Admit
+        );
         assert!(matches!(
-            judge(&m, ahead + 1, 2, 2, ms(100), None),
+            judge_ahead(&m, ahead + 1, 2, 2, ms(100), None),
             WaitVerdict::OverLimit { limit, .. } if close(limit, rounds)
         ));
         // A fast model is held to the limit itself.
         let mut m = LatencyModel::new(1);
         m.observe(1, ms(1));
         assert!(matches!(
-            judge(&m, 300, 1, 1, ms(100), None),
+            judge_ahead(&m, 300, 1, 1, ms(100), None),
             WaitVerdict::OverLimit { limit, .. } if limit == ms(100)
+        ));
+    }
+
+    #[test]
+    fn admission_counts_a_started_batch_with_the_time_it_has_left() {
+        // Two sessions each 70 ms into a batch of eight that takes 80 ms (10 ms per image), and 40 ms left
+        // before the deadline: counted whole, the sixteen ahead would keep it waiting 80 ms; with the time they
+        // have left, 10 ms, and its own run ends in time.
+        let mut m = LatencyModel::new(8);
+        m.observe(8, ms(80));
+        let started = [(ms(70), 8), (ms(70), 8)];
+        let expected = wait_behind(&m, 16, &started, 2, 8);
+        assert!(close(expected.unwrap(), ms(10)));
+        assert_eq!(
+            judge(&m, expected, 8, ms(100), Some(ms(40))),
+            WaitVerdict::Admit
+        );
+        assert!(matches!(
+            judge_ahead(&m, 16, 2, 8, ms(100), Some(ms(40))),
+            WaitVerdict::PastDeadline { .. }
         ));
     }
 
@@ -362,21 +414,21 @@ mod tests {
         let mut m = LatencyModel::new(1);
         m.observe(1, ms(50));
         assert_eq!(
-            judge(&m, 0, 1, 1, ms(100), Some(ms(60))),
+            judge_ahead(&m, 0, 1, 1, ms(100), Some(ms(60))),
             WaitVerdict::Admit
         );
         // Its own run alone is too long: not an overload, the deadline is.
         assert_eq!(
-            judge(&m, 0, 1, 1, ms(100), Some(ms(40))),
+            judge_ahead(&m, 0, 1, 1, ms(100), Some(ms(40))),
             WaitVerdict::TooLate
         );
         assert_eq!(
-            judge(&m, 0, 1, 1, ms(100), Some(ms(0))),
+            judge_ahead(&m, 0, 1, 1, ms(100), Some(ms(0))),
             WaitVerdict::TooLate
         );
         // It could run alone in time, but not behind the one ahead: an overload, under the wait limit.
         assert_eq!(
-            judge(&m, 1, 1, 1, ms(1000), Some(ms(90))),
+            judge_ahead(&m, 1, 1, 1, ms(1000), Some(ms(90))),
             WaitVerdict::PastDeadline {
                 expected: ms(50),
                 remaining: ms(90)

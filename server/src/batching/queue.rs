@@ -236,13 +236,7 @@ impl Batcher {
     pub fn predict_latency(&self, decode: Duration) -> Option<Duration> {
         let ahead = self.capacity - self.permits.available_permits();
         let running = self.load.running.load(Ordering::Acquire);
-        let now = Instant::now();
-        let started: Vec<(Duration, usize)> = self
-            .load
-            .started()
-            .iter()
-            .map(|&(_, at, size)| (now.saturating_duration_since(at), size))
-            .collect();
+        let started = self.started_batches();
         let runs = self.load.runs.lock().unwrap_or_else(|p| p.into_inner());
         let completion = self.load.with_latency(|waits| {
             latency::predict_completion(
@@ -256,6 +250,16 @@ impl Batcher {
             )
         })?;
         Some(completion + decode)
+    }
+
+    /// The batches running now: the time since each began, its size.
+    fn started_batches(&self) -> Vec<(Duration, usize)> {
+        let now = Instant::now();
+        self.load
+            .started()
+            .iter()
+            .map(|&(_, at, size)| (now.saturating_duration_since(at), size))
+            .collect()
     }
 
     /// The work this model has admitted and not finished, in time on its sessions: zero when idle or before
@@ -297,11 +301,18 @@ impl Batcher {
     fn judge_wait(&self, ahead: usize, deadline: Option<Instant>) -> Option<Refusal> {
         let max_queue_wait = self.max_queue_wait?;
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let started = self.started_batches();
         let verdict = self.load.with_latency(|model| {
-            latency::judge(
+            let expected = latency::wait_behind(
                 model,
                 ahead,
+                &started,
                 self.load.instances,
+                self.max_batch_size,
+            );
+            latency::judge(
+                model,
+                expected,
                 self.max_batch_size,
                 max_queue_wait,
                 remaining,
