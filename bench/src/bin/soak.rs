@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use mobilenet_bench::server::{self, Launch, Server};
-use mobilenet_bench::soak::{self, Mixer, report};
+use mobilenet_bench::soak::{self, Mixer, report, report::DriftJudged};
 use mobilenet_bench::{load, loopback, machine, procfs};
 
 #[derive(Parser)]
@@ -38,6 +38,9 @@ struct Args {
     /// The RSS may grow at most this much (%) from after warm-up to the end.
     #[arg(long, default_value_t = 5.0)]
     drift_goal_pct: f64,
+    /// Which RSS drifts fail the soak: at rest only (the short CI form) or under load too.
+    #[arg(long, env = "SOAK_DRIFT_JUDGED", value_enum, default_value_t = DriftJudged::UnderLoadAndAtRest)]
+    drift_judged: DriftJudged,
     /// Seconds between RSS samples.
     #[arg(long, default_value_t = 2.0)]
     rss_period_secs: f64,
@@ -151,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     let figures = report::Figures::of(&soak);
-    let mut failures = figures.failures(args.drift_goal_pct);
+    let mut failures = figures.failures(args.drift_goal_pct, args.drift_judged);
     if !alive {
         failures.push("the server was not running at the end".to_owned());
     }

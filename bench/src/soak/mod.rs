@@ -8,7 +8,8 @@
 //! 2. The soak sends the same mix open-loop ([`crate::openloop`]) at `fraction` of that capacity (80% by
 //!    default) for the whole duration, while [`crate::procfs`] samples the server's RSS every few seconds.
 //! 3. [`report`] turns it into figures: RSS after warm-up (the median of the second tenth of the run) and
-//!    at the end (the median of the last tenth) and the drift between them; the error count (anything not
+//!    at the end (the median of the last tenth) and the drift between them; the RSS at rest before the load and
+//!    after it has drained, and the drift between those; the error count (anything not
 //!    2xx / OK, a 429 included: at 80% of capacity nothing should be refused); p50 / p99 per tenth.
 
 pub mod report;
@@ -175,6 +176,18 @@ pub struct Soak {
     pub duration: Duration,
     pub run: openloop::Run<Result<(), String>>,
     pub rss: Trace,
+    /// The RSS at rest just before the load and once it has drained ([`at_rest`]).
+    pub rss_at_rest: (Option<u64>, Option<u64>),
+}
+
+/// How long the server is left idle before its RSS is read at rest: past the malloc trimmer's period (1 s by
+/// default), so that the pages freed by the last requests have gone back to the kernel.
+const REST: Duration = Duration::from_secs(3);
+
+/// The server's RSS after [`REST`] without load.
+async fn at_rest(pid: u32) -> Option<u64> {
+    tokio::time::sleep(REST).await;
+    crate::procfs::read(pid).map(|m| m.rss)
 }
 
 /// `rate` requests per second of the mix for `duration`, sampling the RSS of `pid` every `rss_period`.
@@ -187,15 +200,19 @@ pub async fn soak(
     rss_period: Duration,
     rss_kill: u64,
 ) -> Soak {
+    let before = at_rest(pid).await;
     let sampler = Sampler::start(pid, rss_period, rss_kill);
     let run = openloop::run(rate, duration, MAX_IN_FLIGHT, |i| mixer.request(i)).await;
+    let rss = sampler.stop();
+    let after = at_rest(pid).await;
     Soak {
         capacity,
         capacity_readings,
         rate,
         duration,
         run,
-        rss: sampler.stop(),
+        rss,
+        rss_at_rest: (before, after),
     }
 }
 

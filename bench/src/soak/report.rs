@@ -33,6 +33,9 @@ pub struct Figures {
     pub rss_warm: Option<u64>,
     pub rss_end: Option<u64>,
     pub rss_peak: u64,
+    /// The RSS at rest before the load and after it drained.
+    pub rss_rest_before: Option<u64>,
+    pub rss_rest_after: Option<u64>,
     pub tenths: Vec<Tenth>,
     pub max_lag_ms: f64,
 }
@@ -60,6 +63,8 @@ impl Figures {
             rss_warm: None,
             rss_end: None,
             rss_peak: soak.rss.peak(),
+            rss_rest_before: soak.rss_at_rest.0,
+            rss_rest_after: soak.rss_at_rest.1,
             tenths: Vec::new(),
             max_lag_ms: 0.0,
         };
@@ -90,12 +95,17 @@ impl Figures {
 
     /// RSS growth from after warm-up to the end, in percent.
     pub fn drift_pct(&self) -> Option<f64> {
-        let (w, e) = (self.rss_warm? as f64, self.rss_end? as f64);
-        (w > 0.0).then(|| (e - w) / w * 100.0)
+        growth_pct(self.rss_warm?, self.rss_end?)
     }
 
-    /// Why the soak failed; empty when it met every goal.
-    pub fn failures(&self, drift_goal_pct: f64) -> Vec<String> {
+    /// RSS growth at rest, from before the load to after it drained, in percent.
+    pub fn rest_drift_pct(&self) -> Option<f64> {
+        growth_pct(self.rss_rest_before?, self.rss_rest_after?)
+    }
+
+    /// Why the soak failed; empty when it met every goal. The drift under load is judged only when `judge`
+    /// says so: see [`DriftJudged`].
+    pub fn failures(&self, drift_goal_pct: f64, judge: DriftJudged) -> Vec<String> {
         let mut out = Vec::new();
         let errors = self.errors + self.not_sent;
         if errors > 0 {
@@ -106,15 +116,36 @@ impl Figures {
                 .unwrap_or("not sent");
             out.push(format!("{errors} errors (goal 0), most frequent: {first}"));
         }
-        match self.drift_pct() {
-            Some(d) if d > drift_goal_pct => out.push(format!(
-                "RSS drift {d:+.1}% after warm-up (goal under {drift_goal_pct}%)"
-            )),
-            Some(_) => {}
-            None => out.push("too few RSS samples for a drift".to_owned()),
+        let mut judged = vec![("at rest", self.rest_drift_pct())];
+        if judge == DriftJudged::UnderLoadAndAtRest {
+            judged.push(("after warm-up", self.drift_pct()));
+        }
+        for (when, drift) in judged {
+            match drift {
+                Some(d) if d > drift_goal_pct => out.push(format!(
+                    "RSS drift {d:+.1}% {when} (goal under {drift_goal_pct}%)"
+                )),
+                Some(_) => {}
+                None => out.push(format!("too few RSS samples for a drift {when}")),
+            }
         }
         out
     }
+}
+
+/// Which RSS drifts fail the soak. At rest (the server idle before the load and after it drained, its freed
+/// pages trimmed) always: what a leak keeps, the queue's working set does not. Under load (the second tenth
+/// against the last) only in a long run: in the 60 s CI form a tenth is 6 s, three samples, and its RSS follows
+/// how deep the queue was then; one run's last tenths held 28 MiB more through two slow spells (p99 469 and
+/// 645 ms at 70% of capacity, +9.6%, session 22) without any error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriftJudged {
+    AtRest,
+    UnderLoadAndAtRest,
+}
+
+fn growth_pct(from: u64, to: u64) -> Option<f64> {
+    (from > 0).then(|| (to as f64 - from as f64) / from as f64 * 100.0)
 }
 
 /// The median of the RSS samples taken between `from_s` and `to_s`.
@@ -174,6 +205,13 @@ pub fn markdown(header: &[String], soak: &Soak, f: &Figures, failures: &[String]
     out.push_str(&format!(
         "| RSS drift after warm-up | {} | under 5% |\n",
         f.drift_pct()
+            .map_or("-".to_owned(), |d| format!("{d:+.1}%"))
+    ));
+    out.push_str(&format!(
+        "| RSS at rest before / after the load, drift | {} / {}, {} | under 5% |\n",
+        show(f.rss_rest_before),
+        show(f.rss_rest_after),
+        f.rest_drift_pct()
             .map_or("-".to_owned(), |d| format!("{d:+.1}%"))
     ));
     let trend: Vec<String> = f.tenths.iter().map(|t| fmt_ms(t.latency.p99())).collect();
@@ -251,8 +289,11 @@ mod tests {
                 sampled_peak: 500 * MIB,
                 ..Trace::default()
             },
+            rss_at_rest: (Some(400 * MIB), Some(400 * MIB)),
         }
     }
+
+    use DriftJudged::*;
 
     #[test]
     fn drift_is_from_the_second_tenth_to_the_last() {
@@ -270,8 +311,33 @@ mod tests {
         let f = Figures::of(&s);
         assert_eq!((f.rss_warm, f.rss_end), (Some(400 * MIB), Some(440 * MIB)));
         assert!((f.drift_pct().unwrap() - 10.0).abs() < 1e-9);
-        assert_eq!(f.failures(5.0).len(), 1);
-        assert!(f.failures(15.0).is_empty());
+        assert_eq!(f.failures(5.0, UnderLoadAndAtRest).len(), 1);
+        assert!(f.failures(15.0, UnderLoadAndAtRest).is_empty());
+        assert!(
+            f.failures(5.0, AtRest).is_empty(),
+            "flat at rest: the short form passes"
+        );
+    }
+
+    #[test]
+    fn growth_at_rest_fails_either_form() {
+        let mut s = soak(vec![(1, Ok(()))], vec![(15, 400), (95, 400)]);
+        s.rss_at_rest = (Some(400 * MIB), Some(440 * MIB));
+        let f = Figures::of(&s);
+        assert!((f.rest_drift_pct().unwrap() - 10.0).abs() < 1e-9);
+        for judge in [AtRest, UnderLoadAndAtRest] {
+            assert_eq!(
+                f.failures(5.0, judge),
+                vec!["RSS drift +10.0% at rest (goal under 5%)".to_owned()]
+            );
+        }
+        let md = markdown(&[], &s, &f, &f.failures(5.0, AtRest));
+        assert!(
+            md.contains(
+                "| RSS at rest before / after the load, drift | 400 MiB / 440 MiB, +10.0% |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
@@ -294,7 +360,7 @@ mod tests {
         assert_eq!(f.tenths[1].errors, 1);
         assert_eq!(f.tenths[9].requests, 1);
         assert_eq!(f.error_kinds[0].1, 2);
-        let failures = f.failures(5.0);
+        let failures = f.failures(5.0, UnderLoadAndAtRest);
         assert_eq!(failures.len(), 1);
         assert!(failures[0].starts_with("2 errors"));
         let md = markdown(&[], &s, &f, &failures);
@@ -308,8 +374,14 @@ mod tests {
         let f = Figures::of(&s);
         assert_eq!(f.drift_pct(), None);
         assert_eq!(
-            f.failures(5.0),
-            vec!["too few RSS samples for a drift".to_owned()]
+            f.failures(5.0, UnderLoadAndAtRest),
+            vec!["too few RSS samples for a drift after warm-up".to_owned()]
+        );
+        let mut s = s;
+        s.rss_at_rest = (None, None);
+        assert_eq!(
+            Figures::of(&s).failures(5.0, AtRest),
+            vec!["too few RSS samples for a drift at rest".to_owned()]
         );
     }
 }
