@@ -51,9 +51,10 @@ async fn infer_http(task: &str, query: &str, timeout_ms: Option<u64>) -> (u16, V
     infer_http_image(task, query, timeout_ms, "parrot.jpg").await
 }
 
-/// A small photo (257x257, 16 KB) for the clients that only keep a model busy: decoding the 600 KB parrot,
-/// sixteen of them kept the decode pool so far behind that every variant's prediction grew with it, and the
-/// step-down variants no longer fitted the budget (CI, session 21).
+/// A small photo (257x257, 16 KB) for the clients that only keep a model busy. Every variant's prediction
+/// waits for the decode pool's backlog, and sixteen clients decoding the 600 KB parrot keep it long, so the
+/// step-down variants' predictions then measured the load's decoding more than the busy flagship (docs/auto.md,
+/// session 22).
 const LOAD_IMAGE: &str = "segmentation_input_rotation0.jpg";
 
 async fn infer_http_image(
