@@ -74,6 +74,40 @@ async fn infer_http_image(
     (status, response.json().await.unwrap())
 }
 
+/// Sixteen closed-loop HTTP clients that keep one model busy with [`LOAD_IMAGE`], until [`Load::stop`].
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// Starts the clients on `model` of `task`, each waiting `back_off` after an answer other than 200 (none:
+    /// it asks again at once), and gives them 300 ms to fill its queue.
+    async fn start(task: &'static str, model: &'static str, back_off: Option<Duration>) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let stop = stop.clone();
+            clients.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, _) =
+                        infer_http_image(task, &format!("model={model}"), None, LOAD_IMAGE).await;
+                    if let (true, Some(pause)) = (status != 200, back_off) {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Load { stop, clients }
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        while self.clients.join_next().await.is_some() {}
+    }
+}
+
 async fn classify_grpc(budget_ms: Option<u32>) -> Result<pb::ClassifyResponse, tonic::Status> {
     let mut client = server().grpc_client().await;
     client
@@ -261,19 +295,7 @@ async fn a_busy_flagship_steps_down() {
     // each delay them by as much, `auto::shared_cpu_latency`), plus their margin: with three times the
     // flagship's idle time as the budget, 2 of 5 runs were refused on a slow VM (session 21).
     let budget = (4.0 * idle).ceil() as u32;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let stop = stop.clone();
-        load.spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ =
-                    infer_http_image("classify", &format!("model={FLAGSHIP}"), None, LOAD_IMAGE)
-                        .await;
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let load = Load::start("classify", FLAGSHIP, None).await;
     // A step-down variant's answer that overran its prediction raises its margin, and with the CPUs this
     // oversubscribed the next request may then be refused rather than served late: a refusal is a correct
     // answer here, but most requests must be served by a smaller variant.
@@ -299,8 +321,7 @@ async fn a_busy_flagship_steps_down() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
+    load.stop().await;
     let stepped = chosen.iter().filter(|m| *m != FLAGSHIP).count();
     assert!(
         stepped >= 4 && refused.len() <= 2,
@@ -329,24 +350,9 @@ async fn a_busy_detector_steps_down_to_the_smaller_one() {
     // latency), while the SSD MobileNetV1 300 detector stays idle. With eight, sending the small photo, its
     // queue was shallow enough for the detector to fit three times its idle prediction (CI, session 22).
     let budget = (3.0 * idle).ceil() as u32;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let stop = stop.clone();
-        load.spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, _) =
-                    infer_http_image("detect", &format!("model={DETECTOR}"), None, LOAD_IMAGE)
-                        .await;
-                // Refused (the queue is as deep as admission allows): back off, as a real client would,
-                // rather than take the CPUs from the detectors with requests that are refused at once.
-                if status != 200 {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Refused (the queue is as deep as admission allows), a client backs off, as a real one would, rather than
+    // take the CPUs from the detectors with requests that are refused at once.
+    let load = Load::start("detect", DETECTOR, Some(Duration::from_millis(25))).await;
     let mut chosen = Vec::new();
     for _ in 0..4 {
         let (status, body) = infer_http(
@@ -363,8 +369,7 @@ async fn a_busy_detector_steps_down_to_the_smaller_one() {
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
+    load.stop().await;
     assert!(
         chosen.iter().filter(|(m, _)| m == SMALLER_DETECTOR).count() >= 3,
         "budget {budget} ms (3x the idle {idle:.1} ms): chose (variant, predicted ms) {chosen:?}"

@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(m.batch_time(1), None);
         assert_eq!(wait_behind(&m, 100, &[], 1, 8), None);
         assert_eq!(
-            judge(&m, wait_behind(&m, 100, &[], 1, 8), 8, ms(100), Some(ms(1))),
+            judge_ahead(&m, 100, 1, 8, ms(100), Some(ms(1))),
             WaitVerdict::Admit
         );
     }

@@ -263,7 +263,9 @@ impl Batcher {
     }
 
     /// The work this model has admitted and not finished, in time on its sessions: zero when idle or before
-    /// a batch has run. What a request of another model sharing the CPUs competes with.
+    /// a batch has run. What a request of another model sharing the CPUs competes with. Running batches count
+    /// whole here, unlike in [`latency::wait_behind`]: `model=auto`'s margins and ladder were measured with
+    /// this backlog, and counting it shorter has not been (docs/auto.md, session 22).
     pub fn backlog(&self) -> Duration {
         self.expected_wait_now().unwrap_or_default()
     }
