@@ -111,36 +111,47 @@ pub enum Choice {
         index: usize,
         predicted: Option<Duration>,
     },
+    /// The candidate at `index` was predicted to fit but its own admission would refuse the request (its
+    /// queue full, or its expected wait over the server's limit), and no candidate after it fits: the
+    /// client gets that admission's refusal, which says why, rather than a prediction within its budget
+    /// called over it.
+    Refused { index: usize },
     /// No candidate fits; the fastest predicted and its prediction, for the client's error message.
     NoneFits { fastest: usize, predicted: Duration },
 }
 
-/// The first candidate (best quality first) whose prediction fits `budget`. `predictions` is never empty.
-pub fn choose(predictions: &[Option<Duration>], budget: Duration) -> Choice {
+/// The first candidate (best quality first) whose prediction fits `budget` and that `admits` (asked only of
+/// those that fit, in order). `predictions` is never empty. A budget larger than the server's queue-wait
+/// limit can fit a variant whose admission then refuses the request; without asking, `model=auto` sent
+/// requests there and they were refused as overloaded while a smaller variant had room (docs/auto.md,
+/// session 23).
+pub fn choose(
+    predictions: &[Option<Duration>],
+    budget: Duration,
+    mut admits: impl FnMut(usize) -> bool,
+) -> Choice {
     let mut fastest: Option<(usize, Duration)> = None;
+    let mut refused = None;
     for (index, predicted) in predictions.iter().enumerate() {
         match *predicted {
-            None => {
-                return Choice::Fits {
-                    index,
-                    predicted: None,
-                };
-            }
-            Some(p) if p <= budget => {
-                return Choice::Fits {
-                    index,
-                    predicted: Some(p),
-                };
-            }
-            Some(p) => {
+            Some(p) if p > budget => {
                 if fastest.is_none_or(|(_, best)| p < best) {
                     fastest = Some((index, p));
                 }
             }
+            predicted if admits(index) => return Choice::Fits { index, predicted },
+            _ => {
+                refused.get_or_insert(index);
+            }
         }
     }
-    let (fastest, predicted) = fastest.unwrap_or_default();
-    Choice::NoneFits { fastest, predicted }
+    match (refused, fastest) {
+        (Some(index), _) => Choice::Refused { index },
+        (None, fastest) => {
+            let (fastest, predicted) = fastest.unwrap_or_default();
+            Choice::NoneFits { fastest, predicted }
+        }
+    }
 }
 
 /// The time a request whose own work (its variant's queue ahead of it and its run) takes `own` with the CPUs
@@ -308,21 +319,21 @@ mod tests {
     fn the_best_variant_that_fits_wins() {
         let p = [Some(ms(30)), Some(ms(12)), Some(ms(5))];
         assert_eq!(
-            choose(&p, ms(50)),
+            choose_admitted(&p, ms(50)),
             Choice::Fits {
                 index: 0,
                 predicted: Some(ms(30))
             }
         );
         assert_eq!(
-            choose(&p, ms(20)),
+            choose_admitted(&p, ms(20)),
             Choice::Fits {
                 index: 1,
                 predicted: Some(ms(12))
             }
         );
         assert_eq!(
-            choose(&p, ms(12)),
+            choose_admitted(&p, ms(12)),
             Choice::Fits {
                 index: 1,
                 predicted: Some(ms(12))
@@ -336,7 +347,7 @@ mod tests {
         // The flagship's queue is deep, the second is busy too, the third is idle.
         let p = [Some(ms(400)), Some(ms(90)), Some(ms(8))];
         assert_eq!(
-            choose(&p, ms(50)),
+            choose_admitted(&p, ms(50)),
             Choice::Fits {
                 index: 2,
                 predicted: Some(ms(8))
@@ -348,7 +359,7 @@ mod tests {
     fn none_fits_names_the_fastest() {
         let p = [Some(ms(40)), Some(ms(9)), Some(ms(15))];
         assert_eq!(
-            choose(&p, ms(5)),
+            choose_admitted(&p, ms(5)),
             Choice::NoneFits {
                 fastest: 1,
                 predicted: ms(9)
@@ -360,11 +371,65 @@ mod tests {
     fn an_unmeasured_variant_gets_the_benefit_of_the_doubt() {
         let p = [Some(ms(400)), None, Some(ms(1))];
         assert_eq!(
-            choose(&p, ms(50)),
+            choose_admitted(&p, ms(50)),
             Choice::Fits {
                 index: 1,
                 predicted: None
             }
+        );
+    }
+
+    /// [`choose`] with every candidate admitting.
+    fn choose_admitted(predictions: &[Option<Duration>], budget: Duration) -> Choice {
+        choose(predictions, budget, |_| true)
+    }
+
+    #[test]
+    fn a_fitting_variant_whose_admission_refuses_is_passed_over() {
+        let p = [Some(ms(30)), Some(ms(12)), Some(ms(5))];
+        let mut asked = Vec::new();
+        let choice = choose(&p, ms(50), |i| {
+            asked.push(i);
+            i != 0
+        });
+        assert_eq!(
+            choice,
+            Choice::Fits {
+                index: 1,
+                predicted: Some(ms(12))
+            }
+        );
+        assert_eq!(
+            asked,
+            [0, 1],
+            "admission is asked of the fitting candidates in order, and no further"
+        );
+        let p = [Some(ms(80)), Some(ms(30)), Some(ms(20))];
+        let mut asked = Vec::new();
+        choose(&p, ms(50), |i| {
+            asked.push(i);
+            true
+        });
+        assert_eq!(asked, [1], "a candidate over budget is not asked");
+    }
+
+    #[test]
+    fn when_every_fitting_variant_refuses_its_first_refusal_is_the_answer() {
+        let p = [Some(ms(80)), Some(ms(30)), Some(ms(20)), Some(ms(70))];
+        assert_eq!(choose(&p, ms(50), |_| false), Choice::Refused { index: 1 });
+        let unmeasured = [None, Some(ms(90))];
+        assert_eq!(
+            choose(&unmeasured, ms(50), |_| false),
+            Choice::Refused { index: 0 },
+            "an unmeasured variant's admission is asked too"
+        );
+        assert_eq!(
+            choose(&[Some(ms(80)), Some(ms(60))], ms(50), |_| false),
+            Choice::NoneFits {
+                fastest: 1,
+                predicted: ms(60)
+            },
+            "with none fitting, the refusal is over budget"
         );
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     auto::{self, Choice, DecodeBacklog, Margin},
-    batching::Payload,
+    batching::{Payload, Refusal},
     decode_cost::DecodeCost,
     engine::Model,
     error::{Error, Result},
@@ -622,7 +622,14 @@ impl Service {
                 .collect()
         };
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        match auto::choose(&with_margin, budget) {
+        // What each candidate's admission said when asked, so that the refusal the client gets is the one
+        // that decided, even if the queue moves before it is answered.
+        let mut refusals: Vec<Option<Refusal>> = candidates.iter().map(|_| None).collect();
+        let choice = auto::choose(&with_margin, budget, |index| {
+            refusals[index] = candidates[index].batcher.would_refuse(request.deadline);
+            refusals[index].is_none()
+        });
+        match choice {
             Choice::Fits { index, .. } => {
                 let model = candidates[index].clone();
                 metrics::record_auto_routed(task.as_str(), &model.variant.config.name);
@@ -644,6 +651,13 @@ impl Service {
                     spent,
                 };
                 Ok((model, routing, routed))
+            }
+            Choice::Refused { index } => {
+                metrics::record_auto_routed(task.as_str(), "none");
+                let refusal = refusals[index].take().ok_or_else(|| {
+                    Error::internal("model=auto: a refused candidate without its refusal")
+                })?;
+                Err(refusal.record())
             }
             Choice::NoneFits { fastest, predicted } => {
                 metrics::record_auto_routed(task.as_str(), "none");

@@ -5,4 +5,4 @@ pub mod latency;
 pub mod policy;
 pub mod queue;
 
-pub use queue::{Admission, Batch, Batcher, Job, JobOutput, ModelLoad, Payload};
+pub use queue::{Admission, Batch, Batcher, Job, JobOutput, ModelLoad, Payload, Refusal};
