@@ -9,7 +9,13 @@
 //! A test binary of its own: the counters it reads are process-wide.
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use common::*;
 use mobilenet_proto::v1 as pb;
@@ -77,8 +83,8 @@ async fn infer_http_image(
 
 /// Sixteen closed-loop HTTP clients that keep one model busy with [`LOAD_IMAGE`], until [`Load::stop`].
 struct Load {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
     clients: tokio::task::JoinSet<()>,
 }
 
@@ -86,7 +92,6 @@ impl Load {
     /// Starts the clients on `model` of `task`, each waiting `back_off` after an answer other than 200 (none:
     /// it asks again at once), and gives them 300 ms to fill its queue.
     async fn start(task: &'static str, model: &'static str, back_off: Option<Duration>) -> Load {
-        use std::sync::{Arc, atomic::*};
         let stop = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicUsize::new(0));
         let mut clients = tokio::task::JoinSet::new();
@@ -115,9 +120,9 @@ impl Load {
 
     /// Stops the clients; how many of their requests were not answered with 200.
     async fn stop(mut self) -> usize {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         while self.clients.join_next().await.is_some() {}
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
